@@ -1,0 +1,3 @@
+from flowguard.cli import main
+
+main()

@@ -1,0 +1,23 @@
+"""The exceptions flowguard raises. Library code raises them; only the CLI turns them into exit codes.
+
+    FlowguardError
+    ├── ConfigError    a setting has a value outside what it allows
+    ├── CaptureError   a capture file or interface cannot be read (missing, not a capture, truncated)
+    └── ModelError     a model directory is missing, tampered with, or built for other features
+"""
+
+
+class FlowguardError(Exception):
+    """Base of every error flowguard raises on purpose."""
+
+
+class ConfigError(FlowguardError):
+    """A setting has a value outside what it allows; the message names the setting and the values."""
+
+
+class CaptureError(FlowguardError):
+    """A capture source cannot be read, or can be read only in part."""
+
+
+class ModelError(FlowguardError):
+    """A model cannot be loaded or does not fit this version of flowguard."""

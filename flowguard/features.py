@@ -1,0 +1,246 @@
+"""The model's features, defined once for training and serving.
+
+`FEATURES` is the ordered list of columns; `vectorize(records)` turns a batch of flow records into a
+float32 matrix with those columns. Nothing here reads addresses or port numbers: they are easily
+changed and would teach the model the lab's layout instead of the traffic's behaviour.
+
+What the features describe (see shared/DOMAIN.md):
+- volume and rate: a stratum session is a trickle of small messages for a long time;
+- direction balance: who sends more, who speaks first (a reverse tunnel inverts an SSH session);
+- packet sizes and gaps per direction: job pushes, share submits, keystrokes, keepalives;
+- TCP flags: nearly every stratum packet carries payload (PSH);
+- the first packets of the flow (nfstream's `splt_analysis`): size, direction and gap of each,
+  which lets a verdict come early, before the flow ends;
+- nDPI's application family, as one feature among many (it misses TLS and XMRig's `login`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+
+import numpy as np
+
+from flowguard.records import FlowRecord
+
+SPLT_PACKETS = 20
+"""How many first packets the splt features cover (the capture must keep at least as many)."""
+
+_RAW = (
+    "bidirectional_duration_ms",
+    "bidirectional_packets",
+    "bidirectional_bytes",
+    "src2dst_packets",
+    "src2dst_bytes",
+    "dst2src_packets",
+    "dst2src_bytes",
+    "src2dst_min_ps",
+    "src2dst_mean_ps",
+    "src2dst_stddev_ps",
+    "src2dst_max_ps",
+    "dst2src_min_ps",
+    "dst2src_mean_ps",
+    "dst2src_stddev_ps",
+    "dst2src_max_ps",
+    "bidirectional_mean_piat_ms",
+    "bidirectional_stddev_piat_ms",
+    "bidirectional_max_piat_ms",
+    "src2dst_mean_piat_ms",
+    "src2dst_stddev_piat_ms",
+    "src2dst_max_piat_ms",
+    "dst2src_mean_piat_ms",
+    "dst2src_stddev_piat_ms",
+    "dst2src_max_piat_ms",
+    "src2dst_syn_packets",
+    "src2dst_psh_packets",
+    "src2dst_rst_packets",
+    "src2dst_fin_packets",
+    "dst2src_syn_packets",
+    "dst2src_psh_packets",
+    "dst2src_rst_packets",
+    "dst2src_fin_packets",
+    "protocol",
+    "application_is_guessed",
+)
+_get_raw = attrgetter(*_RAW)
+_get_splt = attrgetter("splt_direction", "splt_ps", "splt_piat_ms", "application_name")
+
+APP_FAMILIES = ("Unknown", "Mining", "SSH", "TLS", "HTTP", "DNS", "QUIC", "Other")
+"""nDPI application names folded into families; the index is the categorical code."""
+_APP_CODE = {name: i for i, name in enumerate(APP_FAMILIES)}
+_APP_ALIASES = {"HTTPS": "TLS", "DTLS": "TLS", "HTTP_Proxy": "HTTP", "HTTP_Connect": "HTTP"}
+
+_DERIVED = (
+    "duration_s",
+    "packets",
+    "bytes",
+    "packets_per_min",
+    "bytes_per_s",
+    "s2d_packet_share",
+    "s2d_byte_share",
+    "s2d_packets",
+    "d2s_packets",
+    "s2d_min_ps",
+    "s2d_mean_ps",
+    "s2d_std_ps",
+    "s2d_max_ps",
+    "d2s_min_ps",
+    "d2s_mean_ps",
+    "d2s_std_ps",
+    "d2s_max_ps",
+    "mean_piat_ms",
+    "std_piat_ms",
+    "max_piat_ms",
+    "piat_cv",
+    "s2d_mean_piat_ms",
+    "s2d_std_piat_ms",
+    "s2d_max_piat_ms",
+    "d2s_mean_piat_ms",
+    "d2s_std_piat_ms",
+    "d2s_max_piat_ms",
+    "s2d_psh_ratio",
+    "d2s_psh_ratio",
+    "syn_packets",
+    "rst_packets",
+    "fin_packets",
+    "protocol",
+    "app_guessed",
+    "app_family",
+)
+_SPLT_SUMMARY = (
+    "first_n",
+    "first_s2d_share",
+    "first_dir_changes",
+    "first_payload_pkts",
+    "first_s2d_payload_mean",
+    "first_d2s_payload_mean",
+    "first_server_speaks_first",
+)
+_SPLT_COLUMNS = tuple(f"pkt{i:02d}_size" for i in range(1, SPLT_PACKETS + 1)) + tuple(
+    f"pkt{i:02d}_gap_ms" for i in range(2, SPLT_PACKETS + 1)
+)
+
+FEATURES: tuple[str, ...] = _DERIVED + _SPLT_SUMMARY + _SPLT_COLUMNS
+"""Column names of `vectorize`'s matrix, in order."""
+CATEGORICAL: tuple[str, ...] = ("app_family",)
+
+
+
+def app_family(application_name: str) -> str:
+    """Fold nDPI's `Master.App` name into one of APP_FAMILIES."""
+    master = (application_name or "Unknown").split(".", 1)[0]
+    master = _APP_ALIASES.get(master, master)
+    return master if master in _APP_CODE else "Other"
+
+
+def vectorize(records: Sequence[FlowRecord]) -> np.ndarray:
+    """A (len(records), len(FEATURES)) float32 matrix; NaN marks a value the flow does not have."""
+    n = len(records)
+    out = np.empty((n, len(FEATURES)), dtype=np.float32)
+    if n == 0:
+        return out
+    raw = np.array([_get_raw(r) for r in records], dtype=np.float64)
+    splt = [_get_splt(r) for r in records]
+    _derived(raw, splt, out[:, : len(_DERIVED)])
+    _first_packets(splt, out[:, len(_DERIVED) :])
+    return out
+
+
+def _derived(raw: np.ndarray, splt: list[tuple], out: np.ndarray) -> None:
+    col = {name: raw[:, i] for i, name in enumerate(_RAW)}
+    duration_s = col["bidirectional_duration_ms"] / 1000.0
+    packets = col["bidirectional_packets"]
+    total_bytes = col["bidirectional_bytes"]
+    span = np.maximum(duration_s, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = [
+            duration_s,
+            packets,
+            total_bytes,
+            packets * 60.0 / span,
+            total_bytes / span,
+            col["src2dst_packets"] / packets,
+            col["src2dst_bytes"] / np.maximum(total_bytes, 1.0),
+            col["src2dst_packets"],
+            col["dst2src_packets"],
+            *(_present(col[f"src2dst_{s}_ps"], col["src2dst_packets"]) for s in _STATS),
+            *(_present(col[f"dst2src_{s}_ps"], col["dst2src_packets"]) for s in _STATS),
+            col["bidirectional_mean_piat_ms"],
+            col["bidirectional_stddev_piat_ms"],
+            col["bidirectional_max_piat_ms"],
+            np.where(
+                col["bidirectional_mean_piat_ms"] > 0,
+                col["bidirectional_stddev_piat_ms"] / col["bidirectional_mean_piat_ms"],
+                np.nan,
+            ),
+            *(_present(col[f"src2dst_{s}_piat_ms"], col["src2dst_packets"] - 1) for s in _PIAT),
+            *(_present(col[f"dst2src_{s}_piat_ms"], col["dst2src_packets"] - 1) for s in _PIAT),
+            _ratio(col["src2dst_psh_packets"], col["src2dst_packets"]),
+            _ratio(col["dst2src_psh_packets"], col["dst2src_packets"]),
+            col["src2dst_syn_packets"] + col["dst2src_syn_packets"],
+            col["src2dst_rst_packets"] + col["dst2src_rst_packets"],
+            col["src2dst_fin_packets"] + col["dst2src_fin_packets"],
+            col["protocol"],
+            col["application_is_guessed"],
+            np.array([_APP_CODE[app_family(s[3])] for s in splt], dtype=np.float64),
+        ]
+    for i, v in enumerate(values):
+        out[:, i] = v
+
+
+_STATS = ("min", "mean", "stddev", "max")
+_PIAT = ("mean", "stddev", "max")
+
+
+def _present(values: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """A per-direction statistic, NaN where that direction has too few packets to have one."""
+    return np.where(count > 0, values, np.nan)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.where(den > 0, num / np.maximum(den, 1.0), np.nan)
+
+
+def _first_packets(splt: list[tuple], out: np.ndarray) -> None:
+    """Summaries and per-position columns of the first SPLT_PACKETS packets."""
+    n = len(splt)
+    direction = np.full((n, SPLT_PACKETS), -1, dtype=np.int32)
+    size = np.full((n, SPLT_PACKETS), -1, dtype=np.float64)
+    gap = np.full((n, SPLT_PACKETS), -1, dtype=np.float64)
+    for i, (d, ps, piat, _app) in enumerate(splt):
+        k = min(len(d), SPLT_PACKETS)
+        direction[i, :k] = d[:k]
+        size[i, :k] = ps[:k]
+        gap[i, :k] = piat[:k]
+    present = direction >= 0
+    s2d = direction == 0
+    d2s = direction == 1
+    payload = present & (size > 0)  # sizes are payload bytes (capture.ACCOUNTING_PAYLOAD)
+    first_n = present.sum(axis=1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        changes = (present[:, 1:] & present[:, :-1] & (direction[:, 1:] != direction[:, :-1])).sum(1)
+        s2d_pay = np.where(payload & s2d, size, 0.0)
+        d2s_pay = np.where(payload & d2s, size, 0.0)
+        n_s2d_pay = (payload & s2d).sum(1)
+        n_d2s_pay = (payload & d2s).sum(1)
+        # who sends the first packet that carries payload (SSH and stratum: the client; a
+        # server-first banner, e.g. SSH's own, is common to both directions of use)
+        first_pay = np.where(payload.any(1), payload.argmax(1), -1)
+        server_first = np.where(
+            first_pay >= 0, direction[np.arange(n), np.maximum(first_pay, 0)] == 1, np.nan
+        )
+        summary = [
+            first_n,
+            np.where(first_n > 0, s2d.sum(1) / np.maximum(first_n, 1), np.nan),
+            changes,
+            payload.sum(1),
+            np.where(n_s2d_pay > 0, s2d_pay.sum(1) / np.maximum(n_s2d_pay, 1), np.nan),
+            np.where(n_d2s_pay > 0, d2s_pay.sum(1) / np.maximum(n_d2s_pay, 1), np.nan),
+            server_first,
+        ]
+    for i, v in enumerate(summary):
+        out[:, i] = v
+    k = len(summary)
+    signed = np.where(present, np.where(d2s, -size, size), np.nan)
+    out[:, k : k + SPLT_PACKETS] = signed
+    out[:, k + SPLT_PACKETS :] = np.where(present[:, 1:], gap[:, 1:], np.nan)

@@ -1,0 +1,211 @@
+"""The flow classifier: a LightGBM model in its own text format plus `metadata.json`, checked on load.
+
+A model directory holds:
+    model.txt      LightGBM's native text dump (never a pickle: nothing loaded here runs code)
+    metadata.json  version, classes, features, capture options, thresholds, training data summary,
+                   library versions and the sha256 of model.txt
+    metrics.json   what the training pipeline measured on its held-out sessions
+
+`FlowClassifier.load` refuses a model whose checksum, feature list or classes do not match what this
+flowguard computes, so a model is never fed columns in an order it was not trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowguard.capture import CaptureOptions
+from flowguard.errors import ModelError
+from flowguard.features import FEATURES, SPLT_PACKETS
+
+CLASSES: tuple[str, ...] = ("benign", "stratum_mining", "reverse_tunnel")
+"""The verdicts, in the order of the model's output columns."""
+BENIGN = 0
+METADATA_FORMAT = 1
+MODEL_FILE = "model.txt"
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What `metadata.json` records about a model."""
+
+    version: str
+    classes: tuple[str, ...]
+    features: tuple[str, ...]
+    thresholds: dict[str, float]
+    capture: CaptureOptions
+    model_sha256: str
+    created: str = ""
+    training_data: dict[str, Any] = field(default_factory=dict)
+    library_versions: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": METADATA_FORMAT,
+            "version": self.version,
+            "created": self.created,
+            "classes": list(self.classes),
+            "features": list(self.features),
+            "thresholds": self.thresholds,
+            "capture": self.capture.to_dict(),
+            "model_file": MODEL_FILE,
+            "model_sha256": self.model_sha256,
+            "training_data": self.training_data,
+            "library_versions": self.library_versions,
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Path) -> ModelMetadata:
+        if data.get("format") != METADATA_FORMAT:
+            raise ModelError(
+                f"{where}: metadata format {data.get('format')!r} is not supported "
+                f"(this flowguard reads format {METADATA_FORMAT})"
+            )
+        try:
+            return cls(
+                version=str(data["version"]),
+                classes=tuple(data["classes"]),
+                features=tuple(data["features"]),
+                thresholds={str(k): float(v) for k, v in data["thresholds"].items()},
+                capture=CaptureOptions.from_dict(data["capture"]),
+                model_sha256=str(data["model_sha256"]),
+                created=str(data.get("created", "")),
+                training_data=dict(data.get("training_data", {})),
+                library_versions=dict(data.get("library_versions", {})),
+                params=dict(data.get("params", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelError(f"{where}: metadata is incomplete or malformed ({exc})") from exc
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_model_dir() -> Path:
+    """The bundled model: $FLOWGUARD_MODEL, else the version named in models/CURRENT."""
+    env = os.environ.get("FLOWGUARD_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for root in (here / "_bundled_models", here.parent / "models"):
+        current = root / "CURRENT"
+        if current.is_file():
+            return root / current.read_text().strip()
+    raise ModelError("no bundled model found: pass --model DIR or set FLOWGUARD_MODEL")
+
+
+class FlowClassifier:
+    """Classifies feature matrices into CLASSES with per-class thresholds.
+
+    Usage:
+        clf = FlowClassifier.load("models/2026.11.22")
+        proba = clf.predict_proba(features.vectorize(records))
+        verdicts, scores = clf.decide(proba)
+    """
+
+    def __init__(self, booster: Any, metadata: ModelMetadata, path: Path | None = None) -> None:
+        self.booster = booster
+        self.metadata = metadata
+        self.path = path
+
+    @property
+    def version(self) -> str:
+        return self.metadata.version
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.metadata.classes
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> FlowClassifier:
+        """Load and check a model directory; raises ModelError on any mismatch."""
+        path = Path(directory)
+        meta_path = path / METADATA_FILE
+        model_path = path / MODEL_FILE
+        if not meta_path.is_file() or not model_path.is_file():
+            raise ModelError(f"{path}: not a model directory (needs {METADATA_FILE} and {MODEL_FILE})")
+        try:
+            raw = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{meta_path}: unreadable metadata ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ModelError(f"{meta_path}: metadata must be a JSON object")
+        meta = ModelMetadata.from_dict(raw, meta_path)
+        actual = sha256_file(model_path)
+        if actual != meta.model_sha256:
+            raise ModelError(
+                f"{model_path}: checksum {actual[:12]}… does not match metadata "
+                f"{meta.model_sha256[:12]}…; the model file was changed or belongs to another model"
+            )
+        check_compatible(meta, path)
+        import lightgbm
+
+        try:
+            booster = lightgbm.Booster(model_str=model_path.read_text())
+        except (lightgbm.basic.LightGBMError, OSError, ValueError) as exc:
+            raise ModelError(f"{model_path}: LightGBM cannot read it ({exc})") from exc
+        if tuple(booster.feature_name()) != meta.features:
+            raise ModelError(f"{model_path}: its feature names differ from its metadata")
+        if booster.num_model_per_iteration() != len(meta.classes):
+            raise ModelError(f"{model_path}: it has {booster.num_model_per_iteration()} outputs, "
+                             f"metadata names {len(meta.classes)} classes")
+        return cls(booster, meta, path)
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (rows, len(classes)). Call with batches, not single rows."""
+        if matrix.shape[0] == 0:
+            return np.empty((0, len(self.classes)))
+        return np.asarray(self.booster.predict(matrix, num_threads=1)).reshape(
+            matrix.shape[0], len(self.classes)
+        )
+
+    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Verdict index and its probability per row.
+
+        A row is given the non-benign class with the highest probability among those that reach
+        their threshold; a row where none does is benign, scored with the benign probability.
+        """
+        thresholds = np.array([self.metadata.thresholds.get(c, 0.5) for c in self.classes])
+        passing = np.where(proba >= thresholds, proba, -1.0)
+        passing[:, BENIGN] = -1.0
+        best = passing.argmax(axis=1)
+        flagged = passing[np.arange(len(best)), best] >= 0
+        verdict = np.where(flagged, best, BENIGN)
+        return verdict, proba[np.arange(len(verdict)), verdict]
+
+
+def check_compatible(meta: ModelMetadata, where: Path) -> None:
+    """Refuse a model trained on other features, classes or first-packet window than ours."""
+    if meta.features != FEATURES:
+        missing = sorted(set(FEATURES) - set(meta.features))
+        extra = sorted(set(meta.features) - set(FEATURES))
+        detail = f"missing {missing[:5]}, unknown {extra[:5]}" if missing or extra else "order"
+        raise ModelError(
+            f"{where}: the model was trained on other features than this flowguard computes "
+            f"({detail}); retrain it with this version"
+        )
+    if meta.classes != CLASSES:
+        raise ModelError(f"{where}: model classes {list(meta.classes)} differ from {list(CLASSES)}")
+    if meta.capture.splt_packets < SPLT_PACKETS:
+        raise ModelError(
+            f"{where}: capture.splt_packets is {meta.capture.splt_packets}, "
+            f"features need at least {SPLT_PACKETS}"
+        )
+    unknown = set(meta.thresholds) - set(CLASSES)
+    if unknown:
+        raise ModelError(f"{where}: thresholds name unknown classes {sorted(unknown)}")

@@ -1,0 +1,198 @@
+"""Offline triage: capture files in, one verdict per flow out, classified in batches.
+
+    for event in triage(paths, classifier):
+        if isinstance(event, FileDone): ...        # a file was read (or could not be, see .error)
+        else: ...                                   # a list of FlowVerdict, one batch
+
+Per-file problems (missing, not a capture, truncated) never stop the other files: they come back
+as `FileDone.error`. Problems that concern every file (the model) raise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from flowguard.capture import read_flows
+from flowguard.errors import CaptureError
+from flowguard.features import vectorize
+from flowguard.model import FlowClassifier
+from flowguard.pcapfile import CaptureInfo, inspect_capture, sniff_format
+from flowguard.records import FlowRecord
+
+BATCH_SIZE = 1024
+
+OUTPUT_FIELDS = (
+    "pcap",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "protocol",
+    "first_seen_ms",
+    "last_seen_ms",
+    "packets",
+    "bytes",
+    "application_name",
+    "verdict",
+    "score",
+    "scores",
+    "model",
+)
+"""The fields of a verdict, in output order (JSONL keys, CSV columns)."""
+
+
+@dataclass(frozen=True)
+class FlowVerdict:
+    """One flow and what the model says of it. `bytes` counts transport payload, both directions."""
+
+    pcap: str
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    protocol: int
+    first_seen_ms: int
+    last_seen_ms: int
+    packets: int
+    bytes: int
+    application_name: str
+    verdict: str
+    score: float
+    scores: dict[str, float]
+    model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in OUTPUT_FIELDS}
+
+
+@dataclass
+class FileDone:
+    """The end of one input: how many flows per verdict, and the problem if it was not fully read."""
+
+    pcap: str
+    counts: Counter[str] = field(default_factory=Counter)
+    packets: int | None = None
+    error: str | None = None
+
+    @property
+    def flows(self) -> int:
+        return sum(self.counts.values())
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, str | None]]:
+    """(path, problem) for each capture to read: files as given, directories searched for captures.
+
+    A directory contributes the files in it (recursively, sorted) whose magic is pcap or pcapng;
+    one that holds none yields (directory, problem).
+    """
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = [
+                str(p)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.startswith(".") and sniff_format(p)
+            ]
+            if not found:
+                yield str(raw), "no capture files (pcap or pcapng) in this directory"
+            for p in found:
+                yield p, None
+        else:
+            yield str(raw), None
+
+
+def triage(
+    paths: Iterable[str | os.PathLike[str]],
+    classifier: FlowClassifier,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[list[FlowVerdict] | FileDone]:
+    """Classify every flow of every input; see the module docstring for what it yields."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcap-walk") as walker:
+        for path, problem in expand_inputs(paths):
+            if problem is not None:
+                yield FileDone(path, error=problem)
+                continue
+            yield from _triage_file(path, classifier, batch_size, walker)
+
+
+def _triage_file(
+    path: str, classifier: FlowClassifier, batch_size: int, walker: ThreadPoolExecutor
+) -> Iterator[list[FlowVerdict] | FileDone]:
+    done = FileDone(path)
+    p = Path(path)
+    if not p.exists():
+        done.error = "no such file"
+    elif p.is_file() and sniff_format(p) is None:
+        done.error = _not_a_capture(p)
+    if done.error:
+        yield done
+        return
+    # The framing walk (is the file whole?) runs beside nfstream, which reads in its own process.
+    framing: Future[CaptureInfo] = walker.submit(inspect_capture, p)
+    flows = read_flows(p, classifier.metadata.capture)
+    try:
+        while batch := list(islice(flows, batch_size)):
+            verdicts = classify_batch(path, batch, classifier)
+            done.counts.update(v.verdict for v in verdicts)
+            yield verdicts
+    except CaptureError as exc:
+        done.error = str(exc).removeprefix(f"{path}: ")
+    try:
+        info = framing.result()
+        done.packets = info.packets
+        if info.truncated_at is not None and done.error is None:
+            done.error = (
+                f"truncated or corrupt capture: {info.packets} packets read, "
+                f"the record at byte {info.truncated_at} of {info.size} is cut off"
+            )
+    except CaptureError as exc:
+        done.error = done.error or str(exc).removeprefix(f"{path}: ")
+    yield done
+
+
+def _not_a_capture(path: Path) -> str:
+    try:
+        if path.stat().st_size == 0:
+            return "empty file, not a capture"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    return "not a capture file (expected pcap or pcapng)"
+
+
+def classify_batch(
+    pcap: str, records: list[FlowRecord], classifier: FlowClassifier
+) -> list[FlowVerdict]:
+    """Verdicts for a batch of flows from one source, in the order given."""
+    proba = classifier.predict_proba(vectorize(records))
+    verdict_idx, score = classifier.decide(proba)
+    classes = classifier.classes
+    model = classifier.version
+    out = []
+    for rec, probs, v, s in zip(records, proba.tolist(), verdict_idx.tolist(), score.tolist()):
+        out.append(
+            FlowVerdict(
+                pcap=pcap,
+                src_ip=rec.src_ip,
+                src_port=int(rec.src_port),
+                dst_ip=rec.dst_ip,
+                dst_port=int(rec.dst_port),
+                protocol=int(rec.protocol),
+                first_seen_ms=int(rec.bidirectional_first_seen_ms),
+                last_seen_ms=int(rec.bidirectional_last_seen_ms),
+                packets=int(rec.bidirectional_packets),
+                bytes=int(rec.bidirectional_bytes),
+                application_name=str(rec.application_name),
+                verdict=classes[v],
+                score=round(s, 6),
+                scores={c: round(p, 6) for c, p in zip(classes, probs)},
+                model=model,
+            )
+        )
+    return out
