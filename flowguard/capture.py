@@ -16,7 +16,6 @@ from typing import Any
 from flowguard.errors import CaptureError, ConfigError
 from flowguard.records import FlowRecord
 
-
 ACCOUNTING_PAYLOAD = 3
 """Sizes are transport payload bytes: the same whatever the link type (Ethernet, cooked, raw IP),
 and a bare TCP acknowledgement counts 0."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Protocol, TextIO
 
 from rich.console import Console
@@ -66,7 +67,8 @@ class TableWriter:
     """Non-benign flows, highest score first, then a per-file count of flows per verdict."""
 
     def __init__(self, stream: TextIO, limit: int = 200) -> None:
-        self.console = Console(file=stream, soft_wrap=False, width=max(100, Console().width))
+        terminal = Console(file=stream).is_terminal
+        self.console = Console(file=stream, soft_wrap=False, width=None if terminal else 200)
         self.limit = limit
         self.flagged: list[FlowVerdict] = []
         self.files: list[FileDone] = []
@@ -93,7 +95,7 @@ class TableWriter:
                 v.application_name,
                 str(v.packets),
                 f"{(v.last_seen_ms - v.first_seen_ms) / 1000:.1f}s",
-                v.pcap,
+                Path(v.pcap).name,
             )
         if flagged:
             self.console.print(table)

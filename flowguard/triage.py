@@ -175,7 +175,7 @@ def classify_batch(
     classes = classifier.classes
     model = classifier.version
     out = []
-    for rec, probs, v, s in zip(records, proba.tolist(), verdict_idx.tolist(), score.tolist()):
+    for rec, probs, v, s in zip(records, proba.tolist(), verdict_idx.tolist(), score.tolist(), strict=True):
         out.append(
             FlowVerdict(
                 pcap=pcap,
@@ -191,7 +191,7 @@ def classify_batch(
                 application_name=str(rec.application_name),
                 verdict=classes[v],
                 score=round(s, 6),
-                scores={c: round(p, 6) for c, p in zip(classes, probs)},
+                scores={c: round(p, 6) for c, p in zip(classes, probs, strict=True)},
                 model=model,
             )
         )

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowguard.errors import ModelError
+from flowguard.features import FEATURES
+from flowguard.model import CLASSES, FlowClassifier, default_model_dir
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "model"
+    shutil.copytree(default_model_dir(), dst)
+    return dst
+
+
+def edit_metadata(model_dir: Path, **changes: object) -> None:
+    path = model_dir / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def test_bundled_model_loads_with_its_metadata(classifier: FlowClassifier) -> None:
+    meta = classifier.metadata
+    assert meta.features == FEATURES
+    assert meta.classes == CLASSES
+    assert set(meta.thresholds) == set(CLASSES)
+    assert meta.library_versions["lightgbm"]
+    assert meta.training_data["rows"] > 0
+    assert (classifier.path / "metrics.json").is_file()
+
+
+def test_predict_proba_rows_sum_to_one(classifier: FlowClassifier) -> None:
+    x = np.random.default_rng(0).uniform(0, 1000, size=(50, len(FEATURES))).astype(np.float32)
+    p = classifier.predict_proba(x)
+    assert p.shape == (50, len(CLASSES))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert classifier.predict_proba(x[:0]).shape == (0, len(CLASSES))
+
+
+def test_decide_applies_thresholds(classifier: FlowClassifier) -> None:
+    t = classifier.metadata.thresholds
+    mining, tunnel = t["stratum_mining"], t["reverse_tunnel"]
+    proba = np.array([
+        [0.0, 1.0, 0.0],                          # clearly mining
+        [1 - mining + 0.001, mining - 0.001, 0],  # just under the mining threshold: benign
+        [0.0, 0.0, 1.0],                          # clearly a tunnel
+    ])
+    verdict, score = classifier.decide(proba)
+    assert [CLASSES[v] for v in verdict] == ["stratum_mining", "benign", "reverse_tunnel"]
+    assert score[0] == 1.0 and score[1] == pytest.approx(1 - mining + 0.001)
+    assert tunnel <= 1.0
+
+
+def test_tampered_model_file_is_refused(model_copy: Path) -> None:
+    with (model_copy / "model.txt").open("a") as fh:
+        fh.write("\n")
+    with pytest.raises(ModelError, match="checksum"):
+        FlowClassifier.load(model_copy)
+
+
+def test_model_for_other_features_is_refused(model_copy: Path) -> None:
+    edit_metadata(model_copy, features=list(FEATURES[:-1]) + ["some_new_feature"])
+    with pytest.raises(ModelError, match="other features"):
+        FlowClassifier.load(model_copy)
+
+
+def test_model_for_other_classes_is_refused(model_copy: Path) -> None:
+    edit_metadata(model_copy, classes=["benign", "evil"])
+    with pytest.raises(ModelError, match="classes"):
+        FlowClassifier.load(model_copy)
+
+
+def test_unknown_metadata_format_is_refused(model_copy: Path) -> None:
+    edit_metadata(model_copy, format=99)
+    with pytest.raises(ModelError, match="format"):
+        FlowClassifier.load(model_copy)
+
+
+def test_not_a_model_directory(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not a model directory"):
+        FlowClassifier.load(tmp_path)
+    (tmp_path / "metadata.json").write_text("{not json")
+    (tmp_path / "model.txt").write_text("")
+    with pytest.raises(ModelError, match="unreadable metadata"):
+        FlowClassifier.load(tmp_path)
+
+
+def test_pickle_is_never_a_model(model_copy: Path) -> None:
+    """A model file that is not LightGBM text (e.g. a pickle) fails, its checksum matching or not."""
+    import hashlib
+
+    (model_copy / "model.txt").write_bytes(b"\x80\x04\x95pickle-bytes")
+    digest = hashlib.sha256((model_copy / "model.txt").read_bytes()).hexdigest()
+    edit_metadata(model_copy, model_sha256=digest)
+    with pytest.raises(ModelError):
+        FlowClassifier.load(model_copy)
+
+
+def test_env_var_selects_the_model(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWGUARD_MODEL", str(model_copy))
+    assert default_model_dir() == model_copy

@@ -1,0 +1,130 @@
+"""Labelled captures in, a feature table out: the same capture and features code as triage.
+
+A lab run directory holds `capture.pcap` and `labels.json` (see training/lab/run.py). Each flow of
+the capture is matched to the conversation it belongs to (client address, server address and port,
+either direction); flows that match none (ARP, stray packets) are left out and counted. Captures of
+the real-world benign corpus are read whole as benign, each file its own group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flowguard.capture import CaptureOptions, read_flows
+from flowguard.errors import CaptureError
+from flowguard.features import FEATURES, vectorize
+from flowguard.model import CLASSES
+from flowguard.pcapfile import sniff_format
+
+
+@dataclass
+class Table:
+    """Feature rows with their class, group (the session: never split across train and test),
+    scenario, and where they came from."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: list[str]
+    scenarios: list[str]
+    sources: list[str]
+    first_packets: np.ndarray  # packets in the flow window (for early-verdict curves)
+    summary: dict[str, object] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
+                            scenarios=np.array(self.scenarios), sources=np.array(self.sources),
+                            first_packets=self.first_packets,
+                            summary=np.array(json.dumps(self.summary)), features=np.array(FEATURES))
+
+    @classmethod
+    def load(cls, path: Path) -> Table:
+        z = np.load(path, allow_pickle=False)
+        if tuple(z["features"].tolist()) != FEATURES:
+            raise ValueError(f"{path}: built with other features; rebuild it")
+        return cls(z["X"], z["y"], z["groups"].tolist(), z["scenarios"].tolist(),
+                   z["sources"].tolist(), z["first_packets"], json.loads(str(z["summary"])))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def label_run(run_dir: Path, options: CaptureOptions) -> tuple[list, list[tuple[str, str, str]], Counter]:
+    """Flows of one lab run and their (label, session, scenario); plus counts of unmatched flows."""
+    labels = json.loads((run_dir / "labels.json").read_text())
+    index: dict[tuple[str, str, int], tuple[str, str, str]] = {}
+    for c in labels["conversations"]:
+        index[(c["client_ip"], c["server_ip"], int(c["server_port"]))] = (
+            c["label"], c["session"], c["scenario"])
+    flows, tags, skipped = [], [], Counter()
+    for f in read_flows(run_dir / labels["capture"], options):
+        tag = index.get((f.src_ip, f.dst_ip, f.dst_port)) or index.get((f.dst_ip, f.src_ip, f.src_port))
+        if tag is None:
+            skipped[f.application_name] += 1
+            continue
+        flows.append(f)
+        tags.append(tag)
+    return flows, tags, skipped
+
+
+def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
+    Xs, ys, groups, scen, srcs, pk = [], [], [], [], [], []
+    data_hashes: dict[str, str] = {}
+    skipped_total: Counter = Counter()
+    for run in runs:
+        flows, tags, skipped = label_run(run, options)
+        skipped_total.update(skipped)
+        data_hashes[f"{run.name}/capture.pcap"] = sha256(run / "capture.pcap")
+        data_hashes[f"{run.name}/labels.json"] = sha256(run / "labels.json")
+        if not flows:
+            continue
+        Xs.append(vectorize(flows))
+        ys.extend(CLASSES.index(t[0]) for t in tags)
+        groups.extend(t[1] for t in tags)
+        scen.extend(t[2] for t in tags)
+        srcs.extend([run.name] * len(tags))
+        pk.extend(f.bidirectional_packets for f in flows)
+    corpus_files = 0
+    if corpus is not None and corpus.is_dir():
+        for path in sorted(corpus.iterdir()):
+            if not sniff_format(path):
+                continue
+            try:
+                flows = list(read_flows(path, options))
+            except CaptureError:
+                continue
+            corpus_files += 1
+            data_hashes[f"corpus/{path.name}"] = sha256(path)
+            if not flows:
+                continue
+            Xs.append(vectorize(flows))
+            ys.extend([0] * len(flows))
+            groups.extend([f"corpus/{path.name}"] * len(flows))
+            scen.extend(["corpus"] * len(flows))
+            srcs.extend([f"corpus/{path.name}"] * len(flows))
+            pk.extend(f.bidirectional_packets for f in flows)
+    X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
+    y = np.array(ys, dtype=np.int32)
+    summary = {
+        "lab_runs": [r.name for r in runs],
+        "corpus_files": corpus_files,
+        "rows": int(len(y)),
+        "rows_per_class": {c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
+        "sessions_per_class": {c: len({g for g, yy in zip(groups, ys, strict=True) if yy == i})
+                               for i, c in enumerate(CLASSES)},
+        "rows_per_scenario": dict(Counter(scen)),
+        "unlabelled_flows_skipped": sum(skipped_total.values()),
+        "data_sha256": hashlib.sha256(json.dumps(data_hashes, sort_keys=True).encode()).hexdigest(),
+        "files_sha256": data_hashes,
+    }
+    return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), summary)

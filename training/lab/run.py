@@ -1,0 +1,217 @@
+"""Run one lab session plan and write `capture.pcap` and `labels.json` into an output directory.
+
+    python -m training.lab.run --plan train --duration 600 --delay 40 --seed 1 --out training/data/r1
+
+The capture is taken on the router's outside-facing port, as a SPAN port sees the traffic. Labels
+come from construction: `labels.json` lists each session and the conversations it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from training.lab.netns import LabError, Topology, need_root
+from training.lab.scenarios import (
+    POOL_PORTS,
+    SSH_PORTS,
+    Lab,
+    Session,
+    app_pair,
+    as_dict,
+    file_copy,
+    https,
+    interactive_ssh,
+    mining,
+    reverse_tunnel,
+)
+
+FILE_SIZES = (3_000, 40_000, 300_000, 1_500_000, 6_000_000)
+
+
+SAMPLES: list[tuple[str, str, str, dict[str, object]]] = [
+    # (sample name, scenario, label, params): the sessions behind pcaps/ (see pcaps/README.md)
+    ("mining-btc-clear-3333", "mining-btc-clear", "stratum_mining",
+     {"dialect": "btc", "tls": False, "port": 3333, "job_min": 20, "job_max": 60, "hashrate": 3e14}),
+    ("mining-xmr-tls-443", "mining-xmr-tls", "stratum_mining",
+     {"dialect": "xmr", "tls": True, "port": 443, "job_min": 20, "job_max": 60, "hashrate": 24000.0}),
+    ("mining-xmr-clear-80", "mining-xmr-clear", "stratum_mining",
+     {"dialect": "xmr", "tls": False, "port": 80, "job_min": 30, "job_max": 90, "hashrate": 9000.0}),
+    ("reverse-ssh-443-shell", "reverse-ssh", "reverse_tunnel",
+     {"tool": "ssh", "port": 443, "alive": 30, "idle_before": 15, "uses": [("shell", 90)]}),
+    ("reverse-autossh-22-pull", "reverse-autossh", "reverse_tunnel",
+     {"tool": "autossh", "port": 22, "alive": 15, "idle_before": 20, "uses": [("pull", 40000)]}),
+    ("ssh-interactive-22", "ssh-interactive", "benign", {"port": 22, "length": 110}),
+    ("https-curl-443", "https-curl", "benign", {"fetches": [[3000, 40000], [3000], [40000, 3000]]}),
+    ("websocket-tls-8443", "ws-tls", "benign", {"kind": "ws", "tls": True, "port": 8443}),
+    ("longpoll-clear-8080", "longpoll-clear", "benign", {"kind": "longpoll", "tls": False, "port": 8080}),
+]
+
+
+def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Session]:
+    """The sessions of one run. `smoke`: one of each family, short; `train`: many, varied;
+    `samples`: the fixed sessions behind pcaps/."""
+    if kind == "samples":
+        bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
+        other = {"ssh-interactive": interactive_ssh, "https-curl": https}
+        return [
+            Session(f"{run_id}-{name}", scen, label, 2.0 + i, {**params, "seed": rng.randrange(1 << 30)},
+                    bodies.get(label) or other.get(scen) or app_pair)
+            for i, (name, scen, label, params) in enumerate(SAMPLES)
+        ]
+    counts = {
+        "smoke": {"mining": 2, "tunnel": 1, "ssh": 1, "copy": 1, "https": 1, "app": 1},
+        "train": {"mining": 24, "tunnel": 22, "ssh": 14, "copy": 10, "https": 12, "app": 18},
+    }[kind]
+    late = 0.1 if kind == "smoke" else 0.35
+    sessions: list[Session] = []
+
+    def add(scenario: str, label: str, body, **params: object) -> None:  # type: ignore[no-untyped-def]
+        sid = f"{run_id}-s{len(sessions):03d}"
+        params["seed"] = rng.randrange(1 << 30)
+        sessions.append(Session(sid, scenario, label, rng.uniform(1, 1 + late * duration), params, body))
+
+    def any_port(choices: tuple[int, ...]) -> int:
+        return rng.choice(choices) if rng.random() < 0.8 else rng.randrange(10000, 60000)
+
+    for i in range(counts["mining"]):
+        dialect = ("btc", "xmr", "eth")[i % 3] if kind == "train" else ("btc", "xmr")[i % 2]
+        tls = rng.random() < 0.5 if kind == "train" else i == 1
+        job_min = rng.uniform(10, 40)
+        add(f"mining-{dialect}-{'tls' if tls else 'clear'}", "stratum_mining", mining,
+            dialect=dialect, tls=tls, port=any_port(POOL_PORTS), job_min=round(job_min, 1),
+            job_max=round(rng.uniform(job_min + 10, 120), 1),
+            hashrate={"btc": 1.1e14, "xmr": 8000.0, "eth": 1e8}[dialect] * rng.uniform(0.3, 6),
+            reconnect_after=round(rng.uniform(60, 200)) if rng.random() < 0.15 else 0)
+    for _ in range(counts["tunnel"]):
+        uses: list[tuple[str, float]] = []
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            step = rng.choice(("shell", "shell", "pull", "idle"))
+            uses.append((step, rng.choice(FILE_SIZES[:4]) if step == "pull" else rng.uniform(30, 150)))
+        tool = "autossh" if rng.random() < 0.3 else "ssh"
+        idle_before = round(rng.uniform(3, 60), 1)
+        if kind == "smoke":  # used early and briefly, to fit a short run
+            uses, idle_before = [("shell", duration / 3)], 3.0
+        add(f"reverse-{tool}", "reverse_tunnel", reverse_tunnel, tool=tool, port=any_port(SSH_PORTS),
+            alive=rng.choice((0, 15, 30, 60)), idle_before=idle_before, uses=uses)
+    for _ in range(counts["ssh"]):
+        add("ssh-interactive", "benign", interactive_ssh, port=any_port(SSH_PORTS),
+            length=round(rng.uniform(40, 300)) if kind == "train" else duration / 2)
+    for _ in range(counts["copy"]):
+        copies = [(rng.choice(FILE_SIZES), rng.random() < 0.4) for _ in range(rng.randint(1, 4))]
+        add("ssh-file-copy", "benign", file_copy, port=any_port(SSH_PORTS), copies=copies)
+    for _ in range(counts["https"]):
+        fetches = [[rng.choice(FILE_SIZES) for _ in range(rng.randint(1, 4))]
+                   for _ in range(rng.randint(2, 6))]
+        add("https-curl", "benign", https, fetches=fetches)
+    for i in range(counts["app"]):
+        kind_ = ("ws", "longpoll", "json-rpc")[i % 3]
+        tls = rng.random() < 0.5
+        add(f"{kind_}-{'tls' if tls else 'clear'}", "benign", app_pair, kind=kind_, tls=tls,
+            port=any_port((443, 8443, 80, 8080, 8545)))
+    return sessions
+
+
+def prepare(lab: Lab) -> None:
+    """Keys, a certificate, files to copy, nginx outside and an sshd inside (the tunnels' target)."""
+    d = lab.dir
+    for sub in ("ssh", "tls", "files", "nginx"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    run = subprocess.run
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "ssh" / "id_ed25519")], check=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "ssh" / "host_ed25519")], check=True)
+    (d / "ssh" / "authorized_keys").write_text((d / "ssh" / "id_ed25519.pub").read_text())
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
+         f"/CN=node{lab.rng.randrange(1000)}.example.net", "-keyout", str(d / "tls" / "key.pem"),
+         "-out", str(d / "tls" / "cert.pem")], check=True, capture_output=True)
+    for size in FILE_SIZES:
+        (d / "files" / f"f{size}").write_bytes(random.Random(size).randbytes(size))
+    Path("/run/sshd").mkdir(exist_ok=True)
+    from training.lab.scenarios import start_sshd
+
+    start_sshd(lab, "in", "127.0.0.1", 22, "inside")
+    nginx = d / "nginx"
+    conf = nginx / "nginx.conf"
+    conf.write_text(f"""daemon off; worker_processes 1; user root; pid {nginx}/nginx.pid;
+error_log {nginx}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  access_log off; sendfile on; keepalive_timeout 30;
+  client_body_temp_path {nginx}/body; proxy_temp_path {nginx}/proxy;
+  fastcgi_temp_path {nginx}/fcgi; uwsgi_temp_path {nginx}/uwsgi; scgi_temp_path {nginx}/scgi;
+  server {{
+    listen {lab.topo.outside_ip(250)}:443 ssl; server_name _;
+    ssl_certificate {d}/tls/cert.pem; ssl_certificate_key {d}/tls/key.pem;
+    root {d}/files;
+  }}
+}}
+""")
+    lab.topo.spawn("out", ["nginx", "-c", str(conf), "-p", str(nginx)], "nginx")
+
+
+def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
+            seed: int, net: int, rate_mbit: float | None = None) -> dict[str, object]:
+    why = need_root()
+    if why:
+        raise LabError(why)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(f"/tmp/flowguard-lab-{net}")
+    topo = Topology(net, work, delay_ms=delay, jitter_ms=jitter, loss_pct=loss, seed=seed,
+                    rate_mbit=rate_mbit)
+    rng = random.Random(seed)
+    run_id = out.name
+    sessions = plan(kind, rng, duration, run_id)
+    lab = Lab(topo, rng, duration)
+    try:
+        topo.up()
+        prepare(lab)
+        capture = out / "capture.pcap"
+        topo.spawn("rt", ["tcpdump", "-i", "veth1", "-s", "0", "-n", "-U", "-w", str(capture)], "tcpdump")
+        time.sleep(1.0)
+        lab.t0 = time.monotonic()
+        threads = [threading.Thread(target=s.body, args=(lab, s), daemon=True) for s in sessions]
+        for t in threads:
+            t.start()
+        time.sleep(duration)
+    finally:
+        topo.down()
+    labels = {
+        "run": run_id, "plan": kind, "seed": seed, "duration_s": duration, "capture": "capture.pcap",
+        "network": {"delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss, "rate_mbit": rate_mbit},
+        "sessions": [s.describe() for s in sessions],
+        "conversations": [as_dict(c) for c in lab.conversations],
+    }
+    (out / "labels.json").write_text(json.dumps(labels, indent=1, default=str))
+    return labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
+    ap.add_argument("--plan", choices=("smoke", "train", "samples"), default="train")
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
+    ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")
+    ap.add_argument("--jitter", type=float, default=2.0, help="WAN jitter, ms")
+    ap.add_argument("--loss", type=float, default=0.0, help="WAN loss, percent")
+    ap.add_argument("--rate", type=float, default=None, help="WAN rate limit, Mbit/s (tbf)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--net", type=int, default=77, help="second octet of the lab's 10.x addresses")
+    a = ap.parse_args(argv)
+    try:
+        labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    print(f"{a.out}: {len(labels['sessions'])} sessions, "  # type: ignore[arg-type]
+          f"{len(labels['conversations'])} conversations")  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

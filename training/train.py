@@ -1,0 +1,201 @@
+"""One command from labelled captures to a shipped model directory.
+
+    python -m training.train --runs training/data --corpus ../shared/corpus/ndpi-benign
+
+1. builds the feature table (training/dataset.py) from every lab run under --runs and the benign
+   corpus, with the capture options and features triage uses;
+2. evaluates with grouped cross-validation: folds are split by capture session, so no session has
+   flows on both sides (StratifiedGroupKFold); thresholds are chosen on those out-of-fold scores;
+3. trains the final model on everything and writes models/<version>/ (model.txt, metadata.json,
+   metrics.json) and models/CURRENT.
+
+Seeded throughout: the same data and seed give the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import sklearn
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedGroupKFold
+
+from flowguard.capture import CaptureOptions, library_versions
+from flowguard.features import CATEGORICAL, FEATURES
+from flowguard.model import CLASSES, MODEL_FILE, FlowClassifier, ModelMetadata, sha256_file
+from training.dataset import Table, build
+
+PARAMS: dict[str, Any] = {
+    "objective": "multiclass",
+    "num_class": len(CLASSES),
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 10,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "deterministic": True,
+    "force_row_wise": True,
+    "num_threads": 2,
+    "verbose": -1,
+}
+ROUNDS = 300
+MIN_THRESHOLD = 0.5
+
+
+def weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Each class weighs the same in total, and within a class each session weighs the same:
+    a long session cut into many windows must not drown out short ones."""
+    g = np.array(groups)
+    w = np.zeros(len(y), dtype=np.float64)
+    for c in np.unique(y):
+        in_c = y == c
+        sessions, inverse, counts = np.unique(g[in_c], return_inverse=True, return_counts=True)
+        w[in_c] = 1.0 / (len(sessions) * counts[inverse])
+    return w * len(y) / w.sum()
+
+
+def fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> lgb.Booster:
+    data = lgb.Dataset(X, y, weight=w, feature_name=list(FEATURES),
+                       categorical_feature=list(CATEGORICAL), free_raw_data=False)
+    return lgb.train({**PARAMS, "seed": seed}, data, num_boost_round=ROUNDS)
+
+
+def out_of_fold(table: Table, folds: int, seed: int) -> np.ndarray:
+    proba = np.zeros((len(table.y), len(CLASSES)))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train_idx, test_idx in cv.split(table.X, table.y, table.groups):
+        g = [table.groups[i] for i in train_idx]
+        booster = fit(table.X[train_idx], table.y[train_idx], weights(table.y[train_idx], g), seed)
+        proba[test_idx] = booster.predict(table.X[test_idx])
+    return proba
+
+
+def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) -> dict[str, float]:
+    """Per class, the lowest threshold (>= 0.5) at which no out-of-fold corpus flow is flagged and
+    at most 0.5% of lab benign flows are."""
+    corpus = np.array([s == "corpus" for s in scenarios])
+    lab_benign = (y == 0) & ~corpus
+    out = {CLASSES[0]: 0.0}
+    for c in range(1, len(CLASSES)):
+        p = proba[:, c]
+        t = MIN_THRESHOLD
+        for cand in np.arange(MIN_THRESHOLD, 0.99, 0.01):
+            fp_corpus = (p[corpus] >= cand).sum()
+            fp_lab = (p[lab_benign] >= cand).mean() if lab_benign.any() else 0.0
+            t = float(cand)
+            if fp_corpus == 0 and fp_lab <= 0.005:
+                break
+        out[CLASSES[c]] = round(t, 2)
+    return out
+
+
+def decide(proba: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    meta = ModelMetadata("eval", CLASSES, FEATURES, thresholds, CaptureOptions(), "")
+    return FlowClassifier(None, meta).decide(proba)[0]
+
+
+def metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
+    y = table.y
+    p, r, f, n = precision_recall_fscore_support(y, pred, labels=range(len(CLASSES)), zero_division=0)
+    per_class = {c: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4),
+                     "f1": round(float(f[i]), 4), "flows": int(n[i])} for i, c in enumerate(CLASSES)}
+    groups = np.array(table.groups)
+    scen = np.array(table.scenarios)
+    sessions: dict[str, Any] = {}
+    for i, c in enumerate(CLASSES):
+        ids = np.unique(groups[y == i])
+        if i == 0:  # a benign session is a false alarm if any of its flows is flagged
+            bad = [g for g in ids if (pred[groups == g] != 0).any()]
+            sessions[c] = {"sessions": len(ids), "flagged": len(bad), "examples": bad[:10]}
+        else:  # a malicious session is caught if any of its flows gets its class
+            hit = [g for g in ids if (pred[groups == g] == i).any()]
+            missed = sorted(set(ids) - set(hit))
+            sessions[c] = {"sessions": len(ids), "detected": len(hit),
+                           "recall": round(len(hit) / max(len(ids), 1), 4), "missed": missed[:10]}
+    corpus = scen == "corpus"
+    per_scenario = {
+        s: {"flows": int((scen == s).sum()),
+            "flagged_as": {c: int(((scen == s) & (pred == i)).sum()) for i, c in enumerate(CLASSES)}}
+        for s in sorted(set(table.scenarios))
+    }
+    return {
+        "per_class_flows": per_class,
+        "per_class_sessions": sessions,
+        "corpus_flows": int(corpus.sum()),
+        "corpus_false_positives": int((pred[corpus] != 0).sum()),
+        "lab_benign_flow_fpr": round(float((pred[(y == 0) & ~corpus] != 0).mean()), 5)
+        if ((y == 0) & ~corpus).any() else None,
+        "confusion_matrix": {"labels": list(CLASSES),
+                             "matrix": confusion_matrix(y, pred, labels=range(len(CLASSES))).tolist()},
+        "per_scenario": per_scenario,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("training/data"),
+                    help="directory of lab runs (each with capture.pcap and labels.json)")
+    ap.add_argument("--corpus", type=Path, default=Path("../shared/corpus/ndpi-benign"),
+                    help="real-world benign captures, read in place (skipped when absent)")
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--version", default=dt.date.today().strftime("%Y.%m.%d"))
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--table", type=Path, default=None, help="reuse/write this feature table (.npz)")
+    a = ap.parse_args(argv)
+    options = CaptureOptions()
+    if a.table and a.table.exists():
+        table = Table.load(a.table)
+    else:
+        runs = sorted(p for p in a.runs.iterdir() if (p / "labels.json").is_file())
+        if not runs:
+            print(f"train: no lab runs under {a.runs}", file=sys.stderr)
+            return 1
+        table = build(runs, a.corpus if a.corpus.is_dir() else None, options)
+        if a.table:
+            table.save(a.table)
+    print(f"table: {table.summary['rows_per_class']}, sessions {table.summary['sessions_per_class']}",
+          file=sys.stderr)
+    proba = out_of_fold(table, a.folds, a.seed)
+    thresholds = choose_thresholds(proba, table.y, table.scenarios)
+    report = metrics(table, decide(proba, thresholds))
+    report["evaluation"] = (f"{a.folds}-fold StratifiedGroupKFold by capture session, seed {a.seed}; "
+                            "thresholds chosen on the same out-of-fold scores")
+    booster = fit(table.X, table.y, weights(table.y, table.groups), a.seed)
+    out = a.models / a.version
+    out.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(out / MODEL_FILE))
+    summary = {k: v for k, v in table.summary.items() if k != "files_sha256"}
+    meta = ModelMetadata(
+        version=a.version, classes=CLASSES, features=FEATURES, thresholds=thresholds, capture=options,
+        model_sha256=sha256_file(out / MODEL_FILE),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        training_data=summary,
+        library_versions={"lightgbm": lgb.__version__, "numpy": np.__version__,
+                          "scikit-learn": sklearn.__version__, "python": platform.python_version(),
+                          **library_versions()},
+        params={**PARAMS, "rounds": ROUNDS, "seed": a.seed},
+    )
+    (out / "metadata.json").write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    (a.models / "CURRENT").write_text(a.version + "\n")
+    FlowClassifier.load(out)  # the written model must pass its own checks
+    print(json.dumps({k: report[k] for k in ("per_class_flows", "per_class_sessions",
+                                              "corpus_false_positives", "lab_benign_flow_fpr")},
+                     indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
