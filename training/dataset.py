@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ from flowguard.errors import CaptureError
 from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
 from flowguard.pcapfile import sniff_format
+
+CUTS_S = (30, 60, 120, 200)
+"""Besides each whole lab capture, its first N seconds are read too: sessions start at different times,
+so a cut shows the model flows of every age, as a short capture or a live early verdict would."""
 
 
 @dataclass
@@ -34,12 +39,13 @@ class Table:
     scenarios: list[str]
     sources: list[str]
     first_packets: np.ndarray  # packets in the flow window (for early-verdict curves)
+    views: list[str] = field(default_factory=list)  # "full" or "cutN": how much of the capture was read
     summary: dict[str, object] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
                             scenarios=np.array(self.scenarios), sources=np.array(self.sources),
-                            first_packets=self.first_packets,
+                            first_packets=self.first_packets, views=np.array(self.views),
                             summary=np.array(json.dumps(self.summary)), features=np.array(FEATURES))
 
     @classmethod
@@ -48,7 +54,8 @@ class Table:
         if tuple(z["features"].tolist()) != FEATURES:
             raise ValueError(f"{path}: built with other features; rebuild it")
         return cls(z["X"], z["y"], z["groups"].tolist(), z["scenarios"].tolist(),
-                   z["sources"].tolist(), z["first_packets"], json.loads(str(z["summary"])))
+                   z["sources"].tolist(), z["first_packets"], z["views"].tolist(),
+                   json.loads(str(z["summary"])))
 
 
 def sha256(path: Path) -> str:
@@ -59,7 +66,27 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def label_run(run_dir: Path, options: CaptureOptions) -> tuple[list, list[tuple[str, str, str]], Counter]:
+def cut_capture(src: Path, dst: Path, seconds: float) -> None:
+    """Write the first `seconds` of a pcap (by packet time from the first packet) to dst."""
+    import mmap
+    import struct
+
+    with src.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        order = "<" if buf[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        rec = struct.Struct(order + "I4xI4x")
+        offset, start = 24, None
+        while offset + 16 <= len(buf):
+            ts, incl = rec.unpack_from(buf, offset)
+            start = ts if start is None else start
+            if ts - start >= seconds:
+                break
+            offset += 16 + incl
+        dst.write_bytes(buf[:offset])
+
+
+def label_run(
+    run_dir: Path, options: CaptureOptions, capture: Path | None = None
+) -> tuple[list, list[tuple[str, str, str]], Counter]:
     """Flows of one lab run and their (label, session, scenario); plus counts of unmatched flows."""
     labels = json.loads((run_dir / "labels.json").read_text())
     index: dict[tuple[str, str, int], tuple[str, str, str]] = {}
@@ -67,7 +94,7 @@ def label_run(run_dir: Path, options: CaptureOptions) -> tuple[list, list[tuple[
         index[(c["client_ip"], c["server_ip"], int(c["server_port"]))] = (
             c["label"], c["session"], c["scenario"])
     flows, tags, skipped = [], [], Counter()
-    for f in read_flows(run_dir / labels["capture"], options):
+    for f in read_flows(capture or run_dir / labels["capture"], options):
         tag = index.get((f.src_ip, f.dst_ip, f.dst_port)) or index.get((f.dst_ip, f.src_ip, f.src_port))
         if tag is None:
             skipped[f.application_name] += 1
@@ -81,19 +108,28 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     Xs, ys, groups, scen, srcs, pk = [], [], [], [], [], []
     data_hashes: dict[str, str] = {}
     skipped_total: Counter = Counter()
+    views: list[str] = []
     for run in runs:
-        flows, tags, skipped = label_run(run, options)
-        skipped_total.update(skipped)
         data_hashes[f"{run.name}/capture.pcap"] = sha256(run / "capture.pcap")
         data_hashes[f"{run.name}/labels.json"] = sha256(run / "labels.json")
-        if not flows:
-            continue
-        Xs.append(vectorize(flows))
-        ys.extend(CLASSES.index(t[0]) for t in tags)
-        groups.extend(t[1] for t in tags)
-        scen.extend(t[2] for t in tags)
-        srcs.extend([run.name] * len(tags))
-        pk.extend(f.bidirectional_packets for f in flows)
+        with tempfile.TemporaryDirectory() as tmp:
+            for cut in (None, *CUTS_S):
+                capture = None
+                if cut is not None:
+                    capture = Path(tmp) / f"cut{cut}.pcap"
+                    cut_capture(run / "capture.pcap", capture, cut)
+                flows, tags, skipped = label_run(run, options, capture)
+                if cut is None:
+                    skipped_total.update(skipped)
+                if not flows:
+                    continue
+                Xs.append(vectorize(flows))
+                ys.extend(CLASSES.index(t[0]) for t in tags)
+                groups.extend(t[1] for t in tags)
+                scen.extend(t[2] for t in tags)
+                srcs.extend([run.name] * len(tags))
+                pk.extend(f.bidirectional_packets for f in flows)
+                views.extend([f"cut{cut}" if cut else "full"] * len(tags))
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
         for path in sorted(corpus.iterdir()):
@@ -113,6 +149,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
             scen.extend(["corpus"] * len(flows))
             srcs.extend([f"corpus/{path.name}"] * len(flows))
             pk.extend(f.bidirectional_packets for f in flows)
+            views.extend(["full"] * len(flows))
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
     summary = {
@@ -127,4 +164,5 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         "data_sha256": hashlib.sha256(json.dumps(data_hashes, sort_keys=True).encode()).hexdigest(),
         "files_sha256": data_hashes,
     }
-    return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), summary)
+    summary["rows_per_view"] = dict(Counter(views))
+    return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views, summary)

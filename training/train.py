@@ -89,13 +89,14 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) ->
     for c in range(1, len(CLASSES)):
         p = proba[:, c]
         t = MIN_THRESHOLD
-        for cand in np.arange(MIN_THRESHOLD, 0.99, 0.01):
+        for step in range(50):  # thresholds on a 0.01 grid, compared exactly as stored
+            cand = round(MIN_THRESHOLD + step / 100, 2)
             fp_corpus = (p[corpus] >= cand).sum()
             fp_lab = (p[lab_benign] >= cand).mean() if lab_benign.any() else 0.0
-            t = float(cand)
+            t = cand
             if fp_corpus == 0 and fp_lab <= 0.005:
                 break
-        out[CLASSES[c]] = round(t, 2)
+        out[CLASSES[c]] = t
     return out
 
 
@@ -105,6 +106,46 @@ def decide(proba: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
 
 
 def metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
+    """Flow and session metrics on whole captures, then recall on the early cuts of them."""
+    views = np.array(table.views)
+    full = views == "full"
+    report = session_metrics(_subset(table, full), pred[full])
+    report["early"] = early_recall(table, pred)
+    return report
+
+
+def _subset(table: Table, mask: np.ndarray) -> Table:
+    idx = np.flatnonzero(mask)
+    return Table(table.X[idx], table.y[idx], [table.groups[i] for i in idx],
+                 [table.scenarios[i] for i in idx], [table.sources[i] for i in idx],
+                 table.first_packets[idx], [table.views[i] for i in idx])
+
+
+def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
+    """Per class: the share of sessions caught when only the first N seconds of the capture were
+    read, and the share of flows caught by how many packets they had."""
+    views = np.array(table.views)
+    groups = np.array(table.groups)
+    out: dict[str, Any] = {}
+    for i, c in enumerate(CLASSES[1:], start=1):
+        by_cut = {}
+        for view in sorted(set(table.views) - {"full"}, key=lambda v: int(v[3:])):
+            m = (views == view) & (table.y == i)
+            ids = np.unique(groups[m])
+            hit = sum((pred[m & (groups == g)] == i).any() for g in ids)
+            by_cut[view] = {"sessions": len(ids), "recall": round(hit / max(len(ids), 1), 4)}
+        by_packets = {}
+        m = table.y == i
+        for lo, hi in ((1, 10), (11, 20), (21, 50), (51, 200), (201, 10**12)):
+            sel = m & (table.first_packets >= lo) & (table.first_packets <= hi)
+            by_packets[f"{lo}-{hi if hi < 10**12 else 'more'}"] = {
+                "flows": int(sel.sum()),
+                "recall": round(float((pred[sel] == i).mean()), 4) if sel.any() else None}
+        out[c] = {"by_seconds_read": by_cut, "by_flow_packets": by_packets}
+    return out
+
+
+def session_metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
     y = table.y
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=range(len(CLASSES)), zero_division=0)
     per_class = {c: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4),
