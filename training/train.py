@@ -80,21 +80,29 @@ def out_of_fold(table: Table, folds: int, seed: int) -> np.ndarray:
     return proba
 
 
+CORPUS_FP_BUDGET = 1 / 5000
+"""Out-of-fold, a threshold may flag at most this share of the real-world benign corpus's flows."""
+LAB_FP_BUDGET = 0.005
+"""... and at most this share of the lab's benign look-alike flows."""
+
+
 def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) -> dict[str, float]:
-    """Per class, the lowest threshold (>= 0.5) at which no out-of-fold corpus flow is flagged and
-    at most 0.5% of lab benign flows are."""
+    """Per class, the lowest threshold (>= 0.5, on a 0.01 grid) whose out-of-fold false positives
+    stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET. Out-of-fold scores are pessimistic: the model
+    that scored a corpus file never saw it, while the shipped model is trained on all of them."""
     corpus = np.array([s == "corpus" for s in scenarios])
     lab_benign = (y == 0) & ~corpus
+    allowed_corpus = int(CORPUS_FP_BUDGET * corpus.sum())
     out = {CLASSES[0]: 0.0}
     for c in range(1, len(CLASSES)):
         p = proba[:, c]
         t = MIN_THRESHOLD
-        for step in range(50):  # thresholds on a 0.01 grid, compared exactly as stored
+        for step in range(50):  # thresholds compared exactly as stored
             cand = round(MIN_THRESHOLD + step / 100, 2)
             fp_corpus = (p[corpus] >= cand).sum()
             fp_lab = (p[lab_benign] >= cand).mean() if lab_benign.any() else 0.0
             t = cand
-            if fp_corpus == 0 and fp_lab <= 0.005:
+            if fp_corpus <= allowed_corpus and fp_lab <= LAB_FP_BUDGET:
                 break
         out[CLASSES[c]] = t
     return out

@@ -33,6 +33,13 @@ from training.lab.scenarios import (
 )
 
 FILE_SIZES = (3_000, 40_000, 300_000, 1_500_000, 6_000_000)
+TLS_NAMES: dict[bool | str, str] = {False: "clear", True: "tls", "stunnel": "stunnel"}
+
+
+def tls_mode(rng: random.Random) -> bool | str:
+    """Cleartext, TLS by Python's ssl, or TLS by stunnel (OpenSSL): mining and benign apps alike,
+    so that no TLS stack is a sign of either."""
+    return rng.choice((False, False, True, "stunnel"))
 
 
 SAMPLES: list[tuple[str, str, str, dict[str, object]]] = [
@@ -82,9 +89,9 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
 
     for i in range(counts["mining"]):
         dialect = ("btc", "xmr", "eth")[i % 3] if kind == "train" else ("btc", "xmr")[i % 2]
-        tls = rng.random() < 0.5 if kind == "train" else i == 1
+        tls = tls_mode(rng) if kind == "train" else i == 1
         job_min = rng.uniform(10, 40)
-        add(f"mining-{dialect}-{'tls' if tls else 'clear'}", "stratum_mining", mining,
+        add(f"mining-{dialect}-{TLS_NAMES[tls]}", "stratum_mining", mining,
             dialect=dialect, tls=tls, port=any_port(POOL_PORTS), job_min=round(job_min, 1),
             job_max=round(rng.uniform(job_min + 10, 120), 1),
             hashrate={"btc": 1.1e14, "xmr": 8000.0, "eth": 1e8}[dialect] * rng.uniform(0.3, 6),
@@ -94,7 +101,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         for _ in range(rng.choice((1, 1, 2, 3))):
             step = rng.choice(("shell", "shell", "pull", "idle"))
             uses.append((step, rng.choice(FILE_SIZES[:4]) if step == "pull" else rng.uniform(30, 150)))
-        tool = "autossh" if rng.random() < 0.3 else "ssh"
+        tool = rng.choice(("ssh", "ssh", "autossh", "dbclient"))
         idle_before = round(rng.uniform(3, 60), 1)
         if kind == "smoke":  # used early and briefly, to fit a short run
             uses, idle_before = [("shell", duration / 3)], 3.0
@@ -102,6 +109,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
             alive=rng.choice((0, 15, 30, 60)), idle_before=idle_before, uses=uses)
     for _ in range(counts["ssh"]):
         add("ssh-interactive", "benign", interactive_ssh, port=any_port(SSH_PORTS),
+            client=rng.choice(("ssh", "ssh", "dbclient")),
             length=round(rng.uniform(40, 300)) if kind == "train" else duration / 2)
     for _ in range(counts["copy"]):
         copies = [(rng.choice(FILE_SIZES), rng.random() < 0.4) for _ in range(rng.randint(1, 4))]
@@ -112,8 +120,8 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         add("https-curl", "benign", https, fetches=fetches)
     for i in range(counts["app"]):
         kind_ = ("ws", "longpoll", "json-rpc")[i % 3]
-        tls = rng.random() < 0.5
-        add(f"{kind_}-{'tls' if tls else 'clear'}", "benign", app_pair, kind=kind_, tls=tls,
+        tls = tls_mode(rng)
+        add(f"{kind_}-{TLS_NAMES[tls]}", "benign", app_pair, kind=kind_, tls=tls,
             port=any_port((443, 8443, 80, 8080, 8545)))
     return sessions
 
@@ -126,6 +134,8 @@ def prepare(lab: Lab) -> None:
     run = subprocess.run
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "ssh" / "id_ed25519")], check=True)
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "ssh" / "host_ed25519")], check=True)
+    run(["dropbearconvert", "openssh", "dropbear", str(d / "ssh" / "id_ed25519"),
+         str(d / "ssh" / "id_dropbear")], check=True, capture_output=True)
     (d / "ssh" / "authorized_keys").write_text((d / "ssh" / "id_ed25519.pub").read_text())
     run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
          f"/CN=node{lab.rng.randrange(1000)}.example.net", "-keyout", str(d / "tls" / "key.pem"),

@@ -118,8 +118,36 @@ def start_sshd(lab: Lab, where: str, listen: str, port: int, name: str) -> None:
     time.sleep(0.3)
 
 
+def stunnel_pair(lab: Lab, s: Session, client: str, server: str, port: int) -> tuple[int, int]:
+    """TLS by OpenSSH's neighbour OpenSSL (stunnel) on both ends, for apps that speak cleartext.
+
+    The app's client talks plain TCP to a stunnel client on the inside host's loopback; stunnel
+    connects from the session's inside address to a stunnel server outside, which hands the plain
+    stream to the app's server on the outside loopback. Only the TLS leg crosses the router.
+    Returns (local port for the client app, backend port for the server app).
+    """
+    local, backend = lab.forward_port(), lab.forward_port()
+    tls = lab.dir / "tls"
+    for where, name, lines in (
+        ("out", "srv", [f"accept = {server}:{port}", f"connect = 127.0.0.1:{backend}",
+                        f"cert = {tls / 'cert.pem'}", f"key = {tls / 'key.pem'}"]),
+        ("in", "cli", ["client = yes", f"accept = 127.0.0.1:{local}", f"connect = {server}:{port}",
+                       f"local = {client}"]),
+    ):
+        conf = lab.dir / "tls" / f"stunnel-{s.id}-{name}.conf"
+        conf.write_text("\n".join(["foreground = yes", "pid =", "syslog = no", "debug = 3",
+                                    f"[{s.id}]", *lines, ""]))
+        lab.topo.spawn(where, ["stunnel4", str(conf)], f"{s.id}-stunnel-{name}")
+    time.sleep(0.3)
+    return local, backend
+
+
 def ssh_client(lab: Lab, *extra: str) -> list[str]:
     return ["ssh", "-i", str(lab.dir / "ssh" / "id_ed25519"), *SSH_OPTS, *extra]
+
+
+def dbclient(lab: Lab, *extra: str) -> list[str]:
+    return ["dbclient", "-y", "-y", "-i", str(lab.dir / "ssh" / "id_dropbear"), *extra]
 
 
 def typist(lab: Lab, duration: float, seed: int, cmd: list[str]) -> list[str]:
@@ -128,22 +156,27 @@ def typist(lab: Lab, duration: float, seed: int, cmd: list[str]) -> list[str]:
 
 # -- mining ---------------------------------------------------------------------------------------
 def mining(lab: Lab, s: Session) -> None:
+    """A stratum pool outside and a miner inside. tls: False, True (Python ssl) or "stunnel"."""
     client, server = lab.hosts()
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    pool = py("training.lab.stratum", "pool", "--listen", f"{server}:{port}", "--dialect",
+    listen, connect, bind = f"{server}:{port}", f"{server}:{port}", ["--bind", client]
+    if p["tls"] == "stunnel":
+        local, backend = stunnel_pair(lab, s, client, server, port)
+        listen, connect, bind = f"127.0.0.1:{backend}", f"127.0.0.1:{local}", []
+    pool = py("training.lab.stratum", "pool", "--listen", listen, "--dialect",
               p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"],
               "--seed", p["seed"])
-    if p["tls"]:
+    if p["tls"] is True:
         pool += ["--tls", "--cert", lab.dir / "tls" / "cert.pem", "--key", lab.dir / "tls" / "key.pem"]
     lab.topo.spawn("out", [str(a) for a in pool], f"{s.id}-pool")
     if not lab.sleep_until(s.start):
         return
-    miner = py("training.lab.stratum", "miner", "--connect", f"{server}:{port}", "--dialect",
-               p["dialect"], "--hashrate", p["hashrate"], "--bind", client,
+    miner = py("training.lab.stratum", "miner", "--connect", connect, "--dialect",
+               p["dialect"], "--hashrate", p["hashrate"], *bind,
                "--duration", max(lab.remaining() - 4, 5), "--seed", p["seed"])
-    if p["tls"]:
+    if p["tls"] is True:
         miner.append("--tls")
     if p.get("reconnect_after"):
         miner += ["--reconnect-after", str(p["reconnect_after"])]
@@ -171,6 +204,9 @@ def reverse_tunnel(lab: Lab, s: Session) -> None:
     if p["tool"] == "autossh":
         argv = ["autossh", "-M", "0", *argv[1:]]
         env = {"AUTOSSH_GATETIME": "0", "AUTOSSH_PATH": "/usr/bin/ssh"}
+    elif p["tool"] == "dbclient":  # Dropbear's client: another SSH implementation on the wire
+        argv = dbclient(lab, "-N", "-R", f"127.0.0.1:{fwd}:127.0.0.1:22", "-b", client,
+                        "-p", str(port), "-K", str(alive), f"root@{server}")
     lab.topo.spawn("in", argv, f"{s.id}-tunnel", env=env)
     t = s.start + 3 + float(p["idle_before"])  # type: ignore[arg-type]
     use_ssh = ssh_client(lab, "-tt", "-p", str(fwd), "root@127.0.0.1")
@@ -200,7 +236,10 @@ def interactive_ssh(lab: Lab, s: Session) -> None:
     if not lab.sleep_until(s.start):
         return
     dur = min(float(s.params["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
-    cmd = ssh_client(lab, "-tt", "-b", client, "-p", str(port), f"root@{server}")
+    if s.params.get("client") == "dbclient":
+        cmd = dbclient(lab, "-t", "-b", client, "-p", str(port), f"root@{server}")
+    else:
+        cmd = ssh_client(lab, "-tt", "-b", client, "-p", str(port), f"root@{server}")
     lab.topo.spawn("in", typist(lab, dur, int(s.params["seed"]), cmd), f"{s.id}-typist")  # type: ignore[call-overload]
 
 
@@ -241,26 +280,30 @@ def https(lab: Lab, s: Session) -> None:
 
 
 def app_pair(lab: Lab, s: Session) -> None:
-    """A long-lived benign app: WebSocket heartbeats, HTTP long-poll, or JSON-RPC polling."""
+    """A long-lived benign app: WebSocket heartbeats, HTTP long-poll, or JSON-RPC polling.
+    tls: False, True (Python ssl) or "stunnel"."""
     client, server = lab.hosts()
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
     kind = str(p["kind"])
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    tls = bool(p["tls"])
-    server_argv = py("training.lab.apps", f"{kind}-server", "--listen", f"{server}:{port}",
-                     "--seed", p["seed"])
-    if tls:
+    tls = p["tls"]
+    listen, target_host, bind = f"{server}:{port}", f"{server}:{port}", ["--bind", client]
+    if tls == "stunnel":
+        local, backend = stunnel_pair(lab, s, client, server, port)
+        listen, target_host, bind = f"127.0.0.1:{backend}", f"127.0.0.1:{local}", []
+    server_argv = py("training.lab.apps", f"{kind}-server", "--listen", listen, "--seed", p["seed"])
+    if tls is True:
         server_argv += ["--tls", "--cert", str(lab.dir / "tls" / "cert.pem"),
                         "--key", str(lab.dir / "tls" / "key.pem")]
     lab.topo.spawn("out", server_argv, f"{s.id}-server")
     if not lab.sleep_until(s.start):
         return
-    scheme = {"ws": "wss" if tls else "ws"}.get(kind, "https" if tls else "http")
+    scheme = ("wss" if tls is True else "ws") if kind == "ws" else ("https" if tls is True else "http")
     path = {"ws": "/stream", "longpoll": "/poll", "json-rpc": "/"}[kind]
     target = "--connect" if kind == "ws" else "--url"
     client_argv = py("training.lab.apps", f"{kind}-client", target,
-                     f"{scheme}://{server}:{port}{path}", "--bind", client,
+                     f"{scheme}://{target_host}{path}", *bind,
                      "--duration", round(max(lab.remaining() - 4, 5)), "--seed", p["seed"])
     lab.topo.spawn("in", client_argv, f"{s.id}-client")
 
