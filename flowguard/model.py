@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,30 @@ class FlowClassifier:
     """
 
     def __init__(self, booster: Any, metadata: ModelMetadata, path: Path | None = None) -> None:
-        self.booster = booster
+        self._booster = booster
+        self._building: threading.Thread | None = None
+        self._build_error: str | None = None
         self.metadata = metadata
         self.path = path
+
+    @property
+    def booster(self) -> Any:
+        """The LightGBM booster, built in the background since `load` (importing LightGBM takes
+        over a second, which overlaps with nfstream starting to read)."""
+        if self._building is not None:
+            self._building.join()
+            self._building = None
+        if self._build_error is not None:
+            raise ModelError(self._build_error)
+        return self._booster
+
+    def _build(self, text: str, where: Path) -> None:
+        try:
+            import lightgbm
+
+            self._booster = lightgbm.Booster(model_str=text)
+        except Exception as exc:  # LightGBMError, ValueError: any failure means an unusable model
+            self._build_error = f"{where}: LightGBM cannot read it ({exc})"
 
     @property
     def version(self) -> str:
@@ -153,18 +175,19 @@ class FlowClassifier:
                 f"{meta.model_sha256[:12]}…; the model file was changed or belongs to another model"
             )
         check_compatible(meta, path)
-        import lightgbm
-
-        try:
-            booster = lightgbm.Booster(model_str=model_path.read_text())
-        except (lightgbm.basic.LightGBMError, OSError, ValueError) as exc:
-            raise ModelError(f"{model_path}: LightGBM cannot read it ({exc})") from exc
-        if tuple(booster.feature_name()) != meta.features:
-            raise ModelError(f"{model_path}: its feature names differ from its metadata")
-        if booster.num_model_per_iteration() != len(meta.classes):
-            raise ModelError(f"{model_path}: it has {booster.num_model_per_iteration()} outputs, "
-                             f"metadata names {len(meta.classes)} classes")
-        return cls(booster, meta, path)
+        text = model_path.read_text(errors="replace")
+        header = _model_header(text)
+        if header.get("feature_names", "").split() != list(meta.features):
+            raise ModelError(f"{model_path}: not a LightGBM model for its metadata's features")
+        if header.get("num_tree_per_iteration") != str(len(meta.classes)):
+            raise ModelError(f"{model_path}: its outputs ({header.get('num_tree_per_iteration')}) "
+                             f"do not match the {len(meta.classes)} classes of its metadata")
+        classifier = cls(None, meta, path)
+        classifier._building = threading.Thread(
+            target=classifier._build, args=(text, model_path), name="model-load", daemon=True
+        )
+        classifier._building.start()
+        return classifier
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (rows, len(classes)). Call with batches, not single rows."""
@@ -187,6 +210,18 @@ class FlowClassifier:
         flagged = passing[np.arange(len(best)), best] >= 0
         verdict = np.where(flagged, best, BENIGN)
         return verdict, proba[np.arange(len(verdict)), verdict]
+
+
+def _model_header(text: str) -> dict[str, str]:
+    """The key=value lines that open a LightGBM text model (up to the first blank line)."""
+    header: dict[str, str] = {}
+    for line in text.splitlines()[:64]:
+        if not line.strip():
+            break
+        key, sep, value = line.partition("=")
+        if sep:
+            header[key.strip()] = value.strip()
+    return header
 
 
 def check_compatible(meta: ModelMetadata, where: Path) -> None:
