@@ -27,8 +27,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         run = root / pcap.stem
         run.mkdir()
         shutil.copy(pcap, run / "capture.pcap")
-        (run / "labels.json").write_text(json.dumps(
-            {"capture": "capture.pcap", "sessions": [meta["session"]], "conversations": [meta["conversation"]]}))
+        labels = {"capture": "capture.pcap", "sessions": [meta["session"]],
+                  "conversations": [meta["conversation"]]}
+        (run / "labels.json").write_text(json.dumps(labels))
         out.append(run)
     return out
 
