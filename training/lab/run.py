@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -166,12 +168,14 @@ http {{
 
 
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
-            seed: int, net: int, rate_mbit: float | None = None) -> dict[str, object]:
+            seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False
+            ) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(f"/tmp/flowguard-lab-{net}")
+    # a fresh working directory (keys, configs, logs) per run; kept only with --keep-workdir
+    work = Path(tempfile.mkdtemp(prefix=f"flowguard-lab-{net}-"))
     topo = Topology(net, work, delay_ms=delay, jitter_ms=jitter, loss_pct=loss, seed=seed,
                     rate_mbit=rate_mbit)
     rng = random.Random(seed)
@@ -191,6 +195,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         time.sleep(duration)
     finally:
         topo.down()
+        if not keep_workdir:
+            shutil.rmtree(work, ignore_errors=True)
     labels = {
         "run": run_id, "plan": kind, "seed": seed, "duration_s": duration, "capture": "capture.pcap",
         "network": {"delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss, "rate_mbit": rate_mbit},
@@ -211,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loss", type=float, default=0.0, help="WAN loss, percent")
     ap.add_argument("--rate", type=float, default=None, help="WAN rate limit, Mbit/s (tbf)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep-workdir", action="store_true", help="keep keys, configs and logs")
     ap.add_argument("--net", type=int, default=77, help="second octet of the lab's 10.x addresses")
     a = ap.parse_args(argv)
     try:
-        labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate)
+        labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
+                         a.keep_workdir)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
