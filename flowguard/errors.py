@@ -3,7 +3,8 @@
     FlowguardError
     ├── ConfigError    a setting has a value outside what it allows
     ├── CaptureError   a capture file or interface cannot be read (missing, not a capture, truncated)
-    └── ModelError     a model directory is missing, tampered with, or built for other features
+    ├── ModelError     a model directory is missing, tampered with, or built for other features
+    └── FirewallError  a firewall adapter cannot drive its firewall
 """
 
 
@@ -21,3 +22,7 @@ class CaptureError(FlowguardError):
 
 class ModelError(FlowguardError):
     """A model cannot be loaded or does not fit this version of flowguard."""
+
+
+class FirewallError(FlowguardError):
+    """A firewall adapter cannot reach or change its firewall."""

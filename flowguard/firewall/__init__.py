@@ -1,0 +1,1 @@
+"""Everything that touches a firewall lives in this package (see base.FirewallAdapter)."""
