@@ -197,6 +197,24 @@ class FlowClassifier:
             matrix.shape[0], len(self.classes)
         )
 
+    def explain(self, matrix: np.ndarray, classes: np.ndarray, top: int = 3) -> list[list[Reason]]:
+        """The `top` features that pushed each row towards its class, from LightGBM's SHAP values
+        (`pred_contrib`), largest contribution first. Costly: call it for flagged rows only."""
+        if matrix.shape[0] == 0:
+            return []
+        width = len(self.metadata.features) + 1  # per class: one value per feature, then the bias
+        contrib = np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=1))
+        contrib = contrib.reshape(matrix.shape[0], len(self.classes), width)
+        out = []
+        for row, cls in enumerate(classes.tolist()):
+            values = contrib[row, cls, :-1]
+            order = np.argsort(-values)[:top]
+            out.append([
+                Reason(self.metadata.features[j], _plain(matrix[row, j]), round(float(values[j]), 4))
+                for j in order if values[j] > 0
+            ])
+        return out
+
     def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Verdict index and its probability per row.
 
@@ -210,6 +228,22 @@ class FlowClassifier:
         flagged = passing[np.arange(len(best)), best] >= 0
         verdict = np.where(flagged, best, BENIGN)
         return verdict, proba[np.arange(len(verdict)), verdict]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature's part in a verdict: its value in the flow and its contribution (log-odds)."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+
+
+def _plain(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
 
 
 def _model_header(text: str) -> dict[str, str]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
+from flowguard.hosts import HostView
 from flowguard.model import CLASSES
 from flowguard.triage import OUTPUT_FIELDS, FileDone, FlowVerdict
 
@@ -45,14 +47,16 @@ class CsvWriter:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.columns = [f for f in OUTPUT_FIELDS if f != "scores"]
-        self.header = self.columns + [f"score_{c}" for c in CLASSES]
+        self.columns = [f for f in OUTPUT_FIELDS if f not in ("scores", "reasons")]
+        self.header = self.columns + [f"score_{c}" for c in CLASSES] + ["reasons"]
         self.writer = csv.writer(stream, lineterminator="\n")
         self.writer.writerow(self.header)
 
     def write(self, verdicts: list[FlowVerdict]) -> None:
         self.writer.writerows(
-            [getattr(v, c) for c in self.columns] + [v.scores.get(c, 0.0) for c in CLASSES]
+            [getattr(v, c) for c in self.columns]
+            + [v.scores.get(c, 0.0) for c in CLASSES]
+            + [reasons_text(v)]
             for v in verdicts
         )
 
@@ -72,9 +76,11 @@ class TableWriter:
         self.limit = limit
         self.flagged: list[FlowVerdict] = []
         self.files: list[FileDone] = []
+        self.hosts = HostView()
 
     def write(self, verdicts: list[FlowVerdict]) -> None:
         self.flagged.extend(v for v in verdicts if v.verdict != CLASSES[0])
+        self.hosts.add(verdicts)
 
     def file_done(self, done: FileDone) -> None:
         self.files.append(done)
@@ -83,7 +89,7 @@ class TableWriter:
         flagged = sorted(self.flagged, key=lambda v: v.score, reverse=True)
         table = Table(title=f"Flagged flows ({len(flagged)})", title_justify="left")
         for name in ("verdict", "score", "source", "destination", "proto", "app", "packets",
-                     "duration", "pcap"):
+                     "duration", "why", "pcap"):
             table.add_column(name, justify="right" if name in ("score", "packets") else "left")
         for v in flagged[: self.limit]:
             table.add_row(
@@ -95,6 +101,7 @@ class TableWriter:
                 v.application_name,
                 str(v.packets),
                 f"{(v.last_seen_ms - v.first_seen_ms) / 1000:.1f}s",
+                ", ".join(r.feature for r in v.reasons),
                 Path(v.pcap).name,
             )
         if flagged:
@@ -103,6 +110,22 @@ class TableWriter:
                 self.console.print(f"… and {len(flagged) - self.limit} more (use --format jsonl)")
         else:
             self.console.print("No flagged flows.")
+        hosts = self.hosts.summaries()
+        if hosts:
+            table = Table(title="Hosts with flagged flows", title_justify="left")
+            for name in ("host", "pattern", *CLASSES[1:], "peers", "first seen", "last seen"):
+                table.add_column(name)
+            for h in hosts[: self.limit]:
+                d = h.to_dict()
+                table.add_row(
+                    h.host,
+                    "[bold red]mining + tunnel[/]" if h.correlated else ", ".join(d["flagged_flows"]),
+                    *(str(h.flows.get(c, 0)) for c in CLASSES[1:]),
+                    ", ".join(sorted({p for ps in h.peers.values() for p in ps}))[:60],
+                    _ms(d["first_seen_ms"]),
+                    _ms(d["last_seen_ms"]),
+                )
+            self.console.print(table)
         summary = Table(title="Flows per verdict", title_justify="left")
         summary.add_column("pcap")
         for c in CLASSES:
@@ -118,6 +141,15 @@ class TableWriter:
             )
         summary.add_row("[bold]total[/]", *(f"[bold]{total.get(c, 0)}[/]" for c in CLASSES), "")
         self.console.print(summary)
+
+
+def _ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def reasons_text(v: FlowVerdict) -> str:
+    """`feature=value (+contribution)` for each reason, `; `-separated (CSV's reasons column)."""
+    return "; ".join(f"{r.feature}={r.value} ({r.contribution:+.3f})" for r in v.reasons)
 
 
 def make_writer(fmt: str, stream: TextIO) -> VerdictWriter:

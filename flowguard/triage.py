@@ -19,10 +19,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from flowguard.capture import read_flows
 from flowguard.errors import CaptureError
 from flowguard.features import vectorize
-from flowguard.model import FlowClassifier
+from flowguard.model import BENIGN, FlowClassifier, Reason
 from flowguard.pcapfile import CaptureInfo, inspect_capture, sniff_format
 from flowguard.records import FlowRecord
 
@@ -44,6 +46,7 @@ OUTPUT_FIELDS = (
     "score",
     "scores",
     "model",
+    "reasons",
 )
 """The fields of a verdict, in output order (JSONL keys, CSV columns)."""
 
@@ -67,9 +70,12 @@ class FlowVerdict:
     score: float
     scores: dict[str, float]
     model: str
+    reasons: list[Reason] = field(default_factory=list)  # why it was flagged; empty when benign
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in OUTPUT_FIELDS}
+        out = {name: getattr(self, name) for name in OUTPUT_FIELDS}
+        out["reasons"] = [r.to_dict() for r in self.reasons]
+        return out
 
 
 @dataclass
@@ -170,12 +176,19 @@ def classify_batch(
     pcap: str, records: list[FlowRecord], classifier: FlowClassifier
 ) -> list[FlowVerdict]:
     """Verdicts for a batch of flows from one source, in the order given."""
-    proba = classifier.predict_proba(vectorize(records))
+    matrix = vectorize(records)
+    proba = classifier.predict_proba(matrix)
     verdict_idx, score = classifier.decide(proba)
+    flagged = np.flatnonzero(verdict_idx != BENIGN)
+    reasons: list[list[Reason]] = [[] for _ in records]
+    for i, why in zip(flagged, classifier.explain(matrix[flagged], verdict_idx[flagged]), strict=True):
+        reasons[i] = why
     classes = classifier.classes
     model = classifier.version
     out = []
-    for rec, probs, v, s in zip(records, proba.tolist(), verdict_idx.tolist(), score.tolist(), strict=True):
+    for rec, probs, v, s, why in zip(
+        records, proba.tolist(), verdict_idx.tolist(), score.tolist(), reasons, strict=True
+    ):
         out.append(
             FlowVerdict(
                 pcap=pcap,
@@ -193,6 +206,7 @@ def classify_batch(
                 score=round(s, 6),
                 scores={c: round(p, 6) for c, p in zip(classes, probs, strict=True)},
                 model=model,
+                reasons=why,
             )
         )
     return out

@@ -19,6 +19,7 @@ FIELD_TYPES = {
     "pcap": str, "src_ip": str, "src_port": int, "dst_ip": str, "dst_port": int, "protocol": int,
     "first_seen_ms": int, "last_seen_ms": int, "packets": int, "bytes": int,
     "application_name": str, "verdict": str, "score": float, "scores": dict, "model": str,
+    "reasons": list,
 }
 
 
@@ -65,6 +66,13 @@ def test_jsonl_contract(sample_pcaps: list[Path], classifier) -> None:
         assert abs(sum(obj["scores"].values()) - 1) < 1e-3
         assert obj["model"] == classifier.version
         assert obj["first_seen_ms"] <= obj["last_seen_ms"]
+        if obj["verdict"] == "benign":
+            assert obj["reasons"] == []
+        else:  # a flagged flow says why: its top features, largest contribution first
+            assert 1 <= len(obj["reasons"]) <= 3
+            contributions = [r["contribution"] for r in obj["reasons"]]
+            assert contributions == sorted(contributions, reverse=True) and contributions[0] > 0
+            assert all(set(r) == {"feature", "value", "contribution"} for r in obj["reasons"])
         seen.add(obj["pcap"])
     assert seen == {str(p) for p in sample_pcaps}
 
@@ -75,7 +83,8 @@ def test_csv_has_the_same_columns(one_sample: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert rows
-    expected = [f for f in OUTPUT_FIELDS if f != "scores"] + [f"score_{c}" for c in CLASSES]
+    expected = [f for f in OUTPUT_FIELDS if f not in ("scores", "reasons")]
+    expected += [f"score_{c}" for c in CLASSES] + ["reasons"]
     assert list(rows[0]) == expected
 
 
@@ -150,3 +159,17 @@ def test_model_info_prints_metadata() -> None:
     assert proc.returncode == 0
     meta = json.loads(proc.stdout)
     assert meta["classes"] == list(CLASSES) and meta["model_sha256"]
+
+
+def test_host_view_correlates_mining_and_tunnel(tmp_path: Path) -> None:
+    """One machine that mines and holds a reverse tunnel is reported as such."""
+    sample = Path(__file__).resolve().parents[1] / "pcaps" / "host-mining-and-tunnel.pcap"
+    hosts_file = tmp_path / "hosts.json"
+    proc = flowguard("triage", "--hosts", hosts_file, sample)
+    assert proc.returncode == 0, proc.stderr
+    assert "mining + tunnel" in proc.stdout
+    hosts = json.loads(hosts_file.read_text())
+    labels = json.loads(sample.with_suffix(".labels.json").read_text())
+    host = labels["conversations"][0]["client_ip"]
+    assert hosts[0]["host"] == host and hosts[0]["correlated"] is True
+    assert set(hosts[0]["flagged_flows"]) == {"stratum_mining", "reverse_tunnel"}

@@ -27,8 +27,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         run = root / pcap.stem
         run.mkdir()
         shutil.copy(pcap, run / "capture.pcap")
-        labels = {"capture": "capture.pcap", "sessions": [meta["session"]],
-                  "conversations": [meta["conversation"]]}
+        labels = {"capture": "capture.pcap", "sessions": meta["sessions"],
+                  "conversations": meta["conversations"]}
         (run / "labels.json").write_text(json.dumps(labels))
         out.append(run)
     return out

@@ -2,7 +2,8 @@
 
 A lab run directory holds `capture.pcap` and `labels.json` (see training/lab/run.py). Each flow of
 the capture is matched to the conversation it belongs to (client address, server address and port,
-either direction); flows that match none (ARP, stray packets) are left out and counted. Captures of
+either direction); flows that match none (ARP, stray packets) are left out and counted. A flow with
+no payload at all is labelled benign whatever its session: nothing was mined or tunnelled in it. Captures of
 the real-world benign corpus are read whole as benign, each file its own group.
 """
 
@@ -26,6 +27,8 @@ from flowguard.pcapfile import sniff_format
 CUTS_S = (30, 60, 120, 200)
 """Besides each whole lab capture, its first N seconds are read too: sessions start at different times,
 so a cut shows the model flows of every age, as a short capture or a live early verdict would."""
+CUTS_PACKETS = (10, 20, 50)
+"""... and each connection's first N packets: what is known of a flow N packets in."""
 
 
 @dataclass
@@ -39,13 +42,23 @@ class Table:
     scenarios: list[str]
     sources: list[str]
     first_packets: np.ndarray  # packets in the flow window (for early-verdict curves)
-    views: list[str] = field(default_factory=list)  # "full" or "cutN": how much of the capture was read
+    views: list[str] = field(default_factory=list)  # "full", "cutN" (seconds) or "pktN" (packets) read
+    ports: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
+    """The server port of each row's conversation (0 for the corpus): for leave-port-out evaluation
+    only, never a feature."""
     summary: dict[str, object] = field(default_factory=dict)
+
+    def subset(self, mask: np.ndarray) -> Table:
+        idx = np.flatnonzero(mask)
+        return Table(self.X[idx], self.y[idx], [self.groups[i] for i in idx],
+                     [self.scenarios[i] for i in idx], [self.sources[i] for i in idx],
+                     self.first_packets[idx], [self.views[i] for i in idx], self.ports[idx])
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
                             scenarios=np.array(self.scenarios), sources=np.array(self.sources),
                             first_packets=self.first_packets, views=np.array(self.views),
+                            ports=self.ports,
                             summary=np.array(json.dumps(self.summary)), features=np.array(FEATURES))
 
     @classmethod
@@ -55,7 +68,7 @@ class Table:
             raise ValueError(f"{path}: built with other features; rebuild it")
         return cls(z["X"], z["y"], z["groups"].tolist(), z["scenarios"].tolist(),
                    z["sources"].tolist(), z["first_packets"], z["views"].tolist(),
-                   json.loads(str(z["summary"])))
+                   z["ports"], json.loads(str(z["summary"])))
 
 
 def sha256(path: Path) -> str:
@@ -84,28 +97,74 @@ def cut_capture(src: Path, dst: Path, seconds: float) -> None:
         dst.write_bytes(buf[:offset])
 
 
+def packet_cut(src: Path, dst: Path, packets: int) -> None:
+    """Write only the first `packets` packets of each connection (5-tuple, either direction) of an
+    Ethernet pcap to dst. Evaluation tooling: it decodes headers in Python, once per lab capture."""
+    import mmap
+    import struct
+
+    with src.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf, \
+            dst.open("wb") as out:
+        order = "<" if buf[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        rec = struct.Struct(order + "8xI4x")
+        out.write(buf[:24])
+        seen: Counter[tuple] = Counter()
+        offset = 24
+        while offset + 16 <= len(buf):
+            (incl,) = rec.unpack_from(buf, offset)
+            end = offset + 16 + incl
+            key = _conn_key(buf[offset + 16 : end])
+            if key is None or seen[key] < packets:
+                if key is not None:
+                    seen[key] += 1
+                out.write(buf[offset:end])
+            offset = end
+
+
+def _conn_key(frame: bytes) -> tuple | None:
+    """A direction-free connection key of an Ethernet frame, None for what is not TCP/UDP over IP."""
+    if len(frame) < 14:
+        return None
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype == 0x0800 and len(frame) >= 34:
+        ihl = (frame[14] & 0x0F) * 4
+        proto, a, b, l4 = frame[23], frame[26:30], frame[30:34], 14 + ihl
+    elif ethertype == 0x86DD and len(frame) >= 54:
+        proto, a, b, l4 = frame[20], frame[22:38], frame[38:54], 54
+    else:
+        return None
+    if proto not in (6, 17) or len(frame) < l4 + 4:
+        return None
+    pa, pb = frame[l4 : l4 + 2], frame[l4 + 2 : l4 + 4]
+    return (proto, *sorted(((a, pa), (b, pb))))
+
+
 def label_run(
     run_dir: Path, options: CaptureOptions, capture: Path | None = None
-) -> tuple[list, list[tuple[str, str, str]], Counter]:
+) -> tuple[list, list[tuple[str, str, str, int]], Counter]:
     """Flows of one lab run and their (label, session, scenario); plus counts of unmatched flows."""
     labels = json.loads((run_dir / "labels.json").read_text())
-    index: dict[tuple[str, str, int], tuple[str, str, str]] = {}
+    index: dict[tuple[str, str, int], tuple[str, str, str, int]] = {}
     for c in labels["conversations"]:
         index[(c["client_ip"], c["server_ip"], int(c["server_port"]))] = (
-            c["label"], c["session"], c["scenario"])
+            c["label"], c["session"], c["scenario"], int(c["server_port"]))
     flows, tags, skipped = [], [], Counter()
     for f in read_flows(capture or run_dir / labels["capture"], options):
         tag = index.get((f.src_ip, f.dst_ip, f.dst_port)) or index.get((f.dst_ip, f.src_ip, f.src_port))
         if tag is None:
             skipped[f.application_name] += 1
             continue
+        if f.bidirectional_bytes == 0:
+            # a connection that carried no payload (a refused or retried attempt) holds no mining
+            # and no tunnel, whatever its session was doing
+            tag = ("benign", *tag[1:])
         flows.append(f)
         tags.append(tag)
     return flows, tags, skipped
 
 
 def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
-    Xs, ys, groups, scen, srcs, pk = [], [], [], [], [], []
+    Xs, ys, groups, scen, srcs, pk, ports = [], [], [], [], [], [], []
     data_hashes: dict[str, str] = {}
     skipped_total: Counter = Counter()
     views: list[str] = []
@@ -113,13 +172,16 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         data_hashes[f"{run.name}/capture.pcap"] = sha256(run / "capture.pcap")
         data_hashes[f"{run.name}/labels.json"] = sha256(run / "labels.json")
         with tempfile.TemporaryDirectory() as tmp:
-            for cut in (None, *CUTS_S):
+            cuts = [("full", None), *((f"cut{c}", c) for c in CUTS_S),
+                    *((f"pkt{n}", n) for n in CUTS_PACKETS)]
+            for view, amount in cuts:
                 capture = None
-                if cut is not None:
-                    capture = Path(tmp) / f"cut{cut}.pcap"
-                    cut_capture(run / "capture.pcap", capture, cut)
+                if amount is not None:
+                    capture = Path(tmp) / f"{view}.pcap"
+                    cutter = cut_capture if view.startswith("cut") else packet_cut
+                    cutter(run / "capture.pcap", capture, amount)
                 flows, tags, skipped = label_run(run, options, capture)
-                if cut is None:
+                if view == "full":
                     skipped_total.update(skipped)
                 if not flows:
                     continue
@@ -129,7 +191,8 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                 scen.extend(t[2] for t in tags)
                 srcs.extend([run.name] * len(tags))
                 pk.extend(f.bidirectional_packets for f in flows)
-                views.extend([f"cut{cut}" if cut else "full"] * len(tags))
+                views.extend([view] * len(tags))
+                ports.extend(t[3] for t in tags)
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
         for path in sorted(corpus.iterdir()):
@@ -150,6 +213,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
             srcs.extend([f"corpus/{path.name}"] * len(flows))
             pk.extend(f.bidirectional_packets for f in flows)
             views.extend(["full"] * len(flows))
+            ports.extend([0] * len(flows))
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
     summary = {
@@ -165,4 +229,5 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         "files_sha256": data_hashes,
     }
     summary["rows_per_view"] = dict(Counter(views))
-    return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views, summary)
+    return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views,
+                 np.array(ports, dtype=np.int32), summary)

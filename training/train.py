@@ -70,16 +70,38 @@ def fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> lgb.Booster:
     return lgb.train({**PARAMS, "seed": seed}, data, num_boost_round=ROUNDS)
 
 
+UNKNOWABLE_VIEWS = {"reverse_tunnel": ("pkt10", "pkt20")}
+"""Views in which a class cannot be told apart yet, left out of training (kept in evaluation): the
+first 20 packets of an SSH connection are its handshake, the same whichever way it will be used."""
+
+
+def trainable(table: Table) -> np.ndarray:
+    """Rows to learn from: all but the UNKNOWABLE_VIEWS of their class."""
+    views = np.array(table.views)
+    keep = np.ones(len(table.y), dtype=bool)
+    for cls, unknowable in UNKNOWABLE_VIEWS.items():
+        keep &= ~((table.y == CLASSES.index(cls)) & np.isin(views, unknowable))
+    return keep
+
+
+def fit_table(table: Table, seed: int) -> lgb.Booster:
+    t = table.subset(trainable(table))
+    return fit(t.X, t.y, weights(t.y, t.groups), seed)
+
+
 def out_of_fold(table: Table, folds: int, seed: int) -> np.ndarray:
     proba = np.zeros((len(table.y), len(CLASSES)))
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_idx, test_idx in cv.split(table.X, table.y, table.groups):
-        g = [table.groups[i] for i in train_idx]
-        booster = fit(table.X[train_idx], table.y[train_idx], weights(table.y[train_idx], g), seed)
+        mask = np.zeros(len(table.y), dtype=bool)
+        mask[train_idx] = True
+        booster = fit_table(table.subset(mask), seed)
         proba[test_idx] = booster.predict(table.X[test_idx])
     return proba
 
 
+THRESHOLD_GRID = tuple(round(MIN_THRESHOLD + step / 100, 2) for step in range(50)) + (0.995, 0.999)
+"""Candidate thresholds, compared exactly as stored in metadata.json."""
 CORPUS_FP_BUDGET = 1 / 5000
 """Out-of-fold, a threshold may flag at most this share of the real-world benign corpus's flows."""
 LAB_FP_BUDGET = 0.005
@@ -87,7 +109,7 @@ LAB_FP_BUDGET = 0.005
 
 
 def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) -> dict[str, float]:
-    """Per class, the lowest threshold (>= 0.5, on a 0.01 grid) whose out-of-fold false positives
+    """Per class, the lowest threshold of THRESHOLD_GRID whose out-of-fold false positives
     stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET. Out-of-fold scores are pessimistic: the model
     that scored a corpus file never saw it, while the shipped model is trained on all of them."""
     corpus = np.array([s == "corpus" for s in scenarios])
@@ -97,8 +119,7 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) ->
     for c in range(1, len(CLASSES)):
         p = proba[:, c]
         t = MIN_THRESHOLD
-        for step in range(50):  # thresholds compared exactly as stored
-            cand = round(MIN_THRESHOLD + step / 100, 2)
+        for cand in THRESHOLD_GRID:
             fp_corpus = (p[corpus] >= cand).sum()
             fp_lab = (p[lab_benign] >= cand).mean() if lab_benign.any() else 0.0
             t = cand
@@ -117,16 +138,9 @@ def metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
     """Flow and session metrics on whole captures, then recall on the early cuts of them."""
     views = np.array(table.views)
     full = views == "full"
-    report = session_metrics(_subset(table, full), pred[full])
+    report = session_metrics(table.subset(full), pred[full])
     report["early"] = early_recall(table, pred)
     return report
-
-
-def _subset(table: Table, mask: np.ndarray) -> Table:
-    idx = np.flatnonzero(mask)
-    return Table(table.X[idx], table.y[idx], [table.groups[i] for i in idx],
-                 [table.scenarios[i] for i in idx], [table.sources[i] for i in idx],
-                 table.first_packets[idx], [table.views[i] for i in idx])
 
 
 def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
@@ -136,12 +150,13 @@ def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
     groups = np.array(table.groups)
     out: dict[str, Any] = {}
     for i, c in enumerate(CLASSES[1:], start=1):
-        by_cut = {}
+        by_cut: dict[str, dict[str, Any]] = {"by_seconds_read": {}, "by_packets_read": {}}
         for view in sorted(set(table.views) - {"full"}, key=lambda v: int(v[3:])):
             m = (views == view) & (table.y == i)
             ids = np.unique(groups[m])
             hit = sum((pred[m & (groups == g)] == i).any() for g in ids)
-            by_cut[view] = {"sessions": len(ids), "recall": round(hit / max(len(ids), 1), 4)}
+            kind = "by_seconds_read" if view.startswith("cut") else "by_packets_read"
+            by_cut[kind][view[3:]] = {"sessions": len(ids), "recall": round(hit / max(len(ids), 1), 4)}
         by_packets = {}
         m = table.y == i
         for lo, hi in ((1, 10), (11, 20), (21, 50), (51, 200), (201, 10**12)):
@@ -149,7 +164,7 @@ def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
             by_packets[f"{lo}-{hi if hi < 10**12 else 'more'}"] = {
                 "flows": int(sel.sum()),
                 "recall": round(float((pred[sel] == i).mean()), 4) if sel.any() else None}
-        out[c] = {"by_seconds_read": by_cut, "by_flow_packets": by_packets}
+        out[c] = {**by_cut, "by_flow_packets": by_packets}
     return out
 
 
@@ -161,9 +176,13 @@ def session_metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
     groups = np.array(table.groups)
     scen = np.array(table.scenarios)
     sessions: dict[str, Any] = {}
+    malicious_sessions = set(groups[y != 0].tolist())
     for i, c in enumerate(CLASSES):
         ids = np.unique(groups[y == i])
         if i == 0:  # a benign session is a false alarm if any of its flows is flagged
+            # (sessions of a malicious scenario are not benign sessions, even where some of their
+            # flows, e.g. refused connection attempts, are labelled benign)
+            ids = np.array([g for g in ids if g not in malicious_sessions])
             bad = [g for g in ids if (pred[groups == g] != 0).any()]
             sessions[c] = {"sessions": len(ids), "flagged": len(bad), "examples": bad[:10]}
         else:  # a malicious session is caught if any of its flows gets its class
@@ -201,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--table", type=Path, default=None, help="reuse/write this feature table (.npz)")
+    ap.add_argument("--no-evaluate", action="store_true",
+                    help="skip training/evaluate (leave-one-scenario-out, plots, MODEL.md)")
     a = ap.parse_args(argv)
     options = CaptureOptions()
     if a.table and a.table.exists():
@@ -220,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     report = metrics(table, decide(proba, thresholds))
     report["evaluation"] = (f"{a.folds}-fold StratifiedGroupKFold by capture session, seed {a.seed}; "
                             "thresholds chosen on the same out-of-fold scores")
-    booster = fit(table.X, table.y, weights(table.y, table.groups), a.seed)
+    booster = fit_table(table, a.seed)
     out = a.models / a.version
     out.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out / MODEL_FILE))
@@ -239,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     (a.models / "CURRENT").write_text(a.version + "\n")
     FlowClassifier.load(out)  # the written model must pass its own checks
+    if not a.no_evaluate:
+        from training import evaluate
+
+        report = evaluate.run(table, out, a.folds, a.seed, proba)
     print(json.dumps({k: report[k] for k in ("per_class_flows", "per_class_sessions",
                                               "corpus_false_positives", "lab_benign_flow_fpr")},
                      indent=1))

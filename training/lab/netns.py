@@ -60,6 +60,7 @@ class Topology:
     jitter_ms: float = 2.0
     loss_pct: float = 0.0
     rate_mbit: float | None = None
+    mtu: int = 1500
     seed: int = 0
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
@@ -90,7 +91,7 @@ class Topology:
             self.run(name, "ip", "link", "set", "lo", "up")
             for i in ifs:
                 disable_offloads(i, ns[name])
-                self.run(name, "ip", "link", "set", i, "up")
+                self.run(name, "ip", "link", "set", i, "mtu", str(self.mtu), "up")
         self.run("in", "ip", "addr", "add", f"10.{n}.1.254/24", "dev", "veth0")
         # several inside hosts share the namespace, each its own address
         self.batch("in", [f"addr add {self.inside_ip(h)}/32 dev veth0"

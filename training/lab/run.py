@@ -30,8 +30,16 @@ from training.lab.scenarios import (
     file_copy,
     https,
     interactive_ssh,
+    long_download,
     mining,
+    mining_nat,
+    mqtt,
+    reverse_shell_tls,
+    reverse_socks,
+    reverse_ssh_stunnel,
     reverse_tunnel,
+    reverse_wstunnel,
+    ssh_transfer,
 )
 
 FILE_SIZES = (3_000, 40_000, 300_000, 1_500_000, 6_000_000)
@@ -60,6 +68,13 @@ SAMPLES: list[tuple[str, str, str, dict[str, object]]] = [
     ("https-curl-443", "https-curl", "benign", {"fetches": [[3000, 40000], [3000], [40000, 3000]]}),
     ("websocket-tls-8443", "ws-tls", "benign", {"kind": "ws", "tls": True, "port": 8443}),
     ("longpoll-clear-8080", "longpoll-clear", "benign", {"kind": "longpoll", "tls": False, "port": 8080}),
+    # one machine that mines over TLS and holds a reverse tunnel: the pattern flowguard exists for
+    ("host-mining-and-tunnel", "mining-btc-stunnel", "stratum_mining",
+     {"dialect": "btc", "tls": "stunnel", "port": 443, "job_min": 20, "job_max": 60, "hashrate": 2e14,
+      "inside_host": 200}),
+    ("host-mining-and-tunnel", "reverse-dbclient", "reverse_tunnel",
+     {"tool": "dbclient", "port": 8022, "alive": 20, "idle_before": 25, "uses": [("shell", 60)],
+      "inside_host": 200}),
 ]
 
 
@@ -70,13 +85,18 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
         other = {"ssh-interactive": interactive_ssh, "https-curl": https}
         return [
-            Session(f"{run_id}-{name}", scen, label, 2.0 + i, {**params, "seed": rng.randrange(1 << 30)},
+            Session(f"{run_id}-{i}-{name}", scen, label, 2.0 + i,
+                    {**params, "seed": rng.randrange(1 << 30), "sample": name},
                     bodies.get(label) or other.get(scen) or app_pair)
             for i, (name, scen, label, params) in enumerate(SAMPLES)
         ]
     counts = {
         "smoke": {"mining": 2, "tunnel": 1, "ssh": 1, "copy": 1, "https": 1, "app": 1},
         "train": {"mining": 24, "tunnel": 22, "ssh": 14, "copy": 10, "https": 12, "app": 18},
+        # the wider lab of the "Detection quality" issue: every family, more tools and look-alikes
+        "breadth": {"mining": 15, "nat": 5, "tunnel": 10, "socks": 5, "ssh_tls": 5, "shell_tls": 5,
+                    "wstunnel": 6, "ssh": 10, "copy": 4, "transfer": 8, "https": 8, "download": 4,
+                    "mqtt": 6, "app": 15},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -90,8 +110,8 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         return rng.choice(choices) if rng.random() < 0.8 else rng.randrange(10000, 60000)
 
     for i in range(counts["mining"]):
-        dialect = ("btc", "xmr", "eth")[i % 3] if kind == "train" else ("btc", "xmr")[i % 2]
-        tls = tls_mode(rng) if kind == "train" else i == 1
+        dialect = ("btc", "xmr", "eth")[i % 3] if kind != "smoke" else ("btc", "xmr")[i % 2]
+        tls = tls_mode(rng) if kind != "smoke" else i == 1
         job_min = rng.uniform(10, 40)
         add(f"mining-{dialect}-{TLS_NAMES[tls]}", "stratum_mining", mining,
             dialect=dialect, tls=tls, port=any_port(POOL_PORTS), job_min=round(job_min, 1),
@@ -112,7 +132,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     for _ in range(counts["ssh"]):
         add("ssh-interactive", "benign", interactive_ssh, port=any_port(SSH_PORTS),
             client=rng.choice(("ssh", "ssh", "dbclient")),
-            length=round(rng.uniform(40, 300)) if kind == "train" else duration / 2)
+            length=round(rng.uniform(40, 300)) if kind != "smoke" else duration / 2)
     for _ in range(counts["copy"]):
         copies = [(rng.choice(FILE_SIZES), rng.random() < 0.4) for _ in range(rng.randint(1, 4))]
         add("ssh-file-copy", "benign", file_copy, port=any_port(SSH_PORTS), copies=copies)
@@ -120,6 +140,38 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         fetches = [[rng.choice(FILE_SIZES) for _ in range(rng.randint(1, 4))]
                    for _ in range(rng.randint(2, 6))]
         add("https-curl", "benign", https, fetches=fetches)
+    for _ in range(counts.get("nat", 0)):
+        dialect = rng.choice(("btc", "xmr", "eth"))
+        job_min = rng.uniform(10, 40)
+        add(f"mining-{dialect}-nat", "stratum_mining", mining_nat, dialect=dialect,
+            port=any_port(POOL_PORTS), miners=rng.randint(2, 4), job_min=round(job_min, 1),
+            job_max=round(rng.uniform(job_min + 10, 120), 1),
+            hashrate={"btc": 1.1e14, "xmr": 8000.0, "eth": 1e8}[dialect])
+    for _ in range(counts.get("socks", 0)):
+        add("reverse-socks", "reverse_tunnel", reverse_socks, port=any_port(SSH_PORTS),
+            alive=rng.choice((0, 15, 30, 60)), idle_before=round(rng.uniform(5, 60), 1),
+            fetches=[rng.choice(FILE_SIZES[:4]) for _ in range(rng.randint(1, 5))])
+    for _ in range(counts.get("ssh_tls", 0)):
+        add("reverse-ssh-stunnel", "reverse_tunnel", reverse_ssh_stunnel, port=any_port((443, 443, 8443)),
+            idle_before=round(rng.uniform(5, 60), 1), length=round(rng.uniform(30, 150)))
+    for _ in range(counts.get("shell_tls", 0)):
+        add("reverse-shell-tls", "reverse_tunnel", reverse_shell_tls, port=any_port((443, 4444, 8443)),
+            length=round(rng.uniform(40, 200)))
+    for _ in range(counts.get("wstunnel", 0)):
+        tls = rng.random() < 0.5
+        add(f"reverse-wstunnel-{'tls' if tls else 'clear'}", "reverse_tunnel", reverse_wstunnel,
+            tls=tls, port=any_port((443, 80, 8080)), idle_before=round(rng.uniform(5, 60), 1),
+            length=round(rng.uniform(30, 150)))
+    for _ in range(counts.get("transfer", 0)):
+        ops = [(rng.choice(("sftp", "rsync", "git")), rng.choice(FILE_SIZES[:4]))
+               for _ in range(rng.randint(1, 4))]
+        add("ssh-transfer", "benign", ssh_transfer, port=any_port(SSH_PORTS), ops=ops)
+    for _ in range(counts.get("download", 0)):
+        add("https-long-download", "benign", long_download, size=FILE_SIZES[-1],
+            rate=rng.choice((20_000, 50_000, 100_000)))
+    for _ in range(counts.get("mqtt", 0)):
+        add("mqtt-keepalive", "benign", mqtt, port=any_port((1883, 1883, 8883)),
+            keepalive=rng.choice((15, 30, 60)), publish_every=rng.uniform(5, 60))
     for i in range(counts["app"]):
         kind_ = ("ws", "longpoll", "json-rpc")[i % 3]
         tls = tls_mode(rng)
@@ -148,6 +200,19 @@ def prepare(lab: Lab) -> None:
     from training.lab.scenarios import start_sshd
 
     start_sshd(lab, "in", "127.0.0.1", 22, "inside")
+    # what tunnels reach inside: a web server on the inside loopback (reverse SOCKS)
+    lab.topo.spawn("in", [sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1",
+                          "--directory", str(d / "files")], "inside-web")
+    # a repository to clone over SSH
+    run(["git", "init", "-q", "--bare", str(d / "repo.git")], check=True)
+    seed_repo = d / "repo-src"
+    run(["git", "init", "-q", str(seed_repo)], check=True)
+    for i in range(20):
+        (seed_repo / f"file{i}.txt").write_text(f"line {i}\n" * (50 * i + 1))
+    git = ["git", "-C", str(seed_repo), "-c", "user.name=lab", "-c", "user.email=lab@example.net"]
+    run([*git, "add", "."], check=True)
+    run([*git, "commit", "-qm", "seed"], check=True)
+    run([*git, "push", "-q", str(d / "repo.git"), "HEAD:refs/heads/main"], check=True, capture_output=True)
     nginx = d / "nginx"
     conf = nginx / "nginx.conf"
     conf.write_text(f"""daemon off; worker_processes 1; user root; pid {nginx}/nginx.pid;
@@ -168,8 +233,8 @@ http {{
 
 
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
-            seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False
-            ) -> dict[str, object]:
+            seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
+            mtu: int = 1500) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -177,7 +242,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     # a fresh working directory (keys, configs, logs) per run; kept only with --keep-workdir
     work = Path(tempfile.mkdtemp(prefix=f"flowguard-lab-{net}-"))
     topo = Topology(net, work, delay_ms=delay, jitter_ms=jitter, loss_pct=loss, seed=seed,
-                    rate_mbit=rate_mbit)
+                    rate_mbit=rate_mbit, mtu=mtu)
     rng = random.Random(seed)
     run_id = out.name
     sessions = plan(kind, rng, duration, run_id)
@@ -199,7 +264,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
             shutil.rmtree(work, ignore_errors=True)
     labels = {
         "run": run_id, "plan": kind, "seed": seed, "duration_s": duration, "capture": "capture.pcap",
-        "network": {"delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss, "rate_mbit": rate_mbit},
+        "network": {"delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss, "rate_mbit": rate_mbit,
+                    "mtu": mtu},
         "sessions": [s.describe() for s in sessions],
         "conversations": [as_dict(c) for c in lab.conversations],
     }
@@ -210,7 +276,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
-    ap.add_argument("--plan", choices=("smoke", "train", "samples"), default="train")
+    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "samples"), default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")
     ap.add_argument("--jitter", type=float, default=2.0, help="WAN jitter, ms")
@@ -218,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=None, help="WAN rate limit, Mbit/s (tbf)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep-workdir", action="store_true", help="keep keys, configs and logs")
+    ap.add_argument("--mtu", type=int, default=1500, help="MTU of every lab link")
     ap.add_argument("--net", type=int, default=77, help="second octet of the lab's 10.x addresses")
     a = ap.parse_args(argv)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
-                         a.keep_workdir)
+                         a.keep_workdir, a.mtu)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

