@@ -1,12 +1,15 @@
 """The `flowguard` command. The only place that prints for people and turns errors into exit codes.
 
-Exit codes: 0 every input was read; 1 some input could not be read (each named on stderr);
-2 usage or configuration errors (bad option, unusable model, unwritable output).
+Exit codes: 0 every input was read; 1 some input could not be read (each named on stderr), or
+`--publish` failed; 2 usage or configuration errors (bad option or setting, unusable model,
+unwritable output, unusable database or firewall).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,9 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowguard import __version__
-from flowguard.errors import FlowguardError, ModelError
+from flowguard.config import Settings, load_settings, redacted
+from flowguard.errors import ConfigError, FlowguardError, ModelError, PublishError
+from flowguard.hosts import HostView
 from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.output import make_writer
+from flowguard.publish import Publisher
 from flowguard.triage import FileDone, expand_inputs, triage
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
@@ -32,6 +38,8 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+config_app = typer.Typer(help="Inspect the service's settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -70,9 +78,29 @@ def triage_cmd(
     progress: Annotated[
         bool, typer.Option(help="Progress bar on stderr (shown only on a terminal).")
     ] = True,
+    hosts: Annotated[
+        Path | None,
+        typer.Option("--hosts", help="Also write the per-host summary (JSON) to this file."),
+    ] = None,
+    publish: Annotated[
+        str | None,
+        typer.Option(
+            "--publish",
+            metavar="URL",
+            help="Also POST the verdicts to a flowguard service at URL, with the key in "
+            "FLOWGUARD_API_KEY (the output is unchanged).",
+        ),
+    ] = None,
 ) -> None:
     """Classify every flow in capture files: stratum_mining, reverse_tunnel or benign."""
     classifier = _load_model(model)
+    publisher: Publisher | None = None
+    if publish is not None:
+        try:
+            publisher = Publisher(publish, os.environ.get("FLOWGUARD_API_KEY"))
+        except PublishError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from exc
+    publish_error: PublishError | None = None
     try:
         stream: TextIO = (
             output.open("w", encoding="utf-8", newline="") if output else sys.stdout
@@ -80,6 +108,7 @@ def triage_cmd(
     except OSError as exc:
         raise _fail(f"--output: {output}: {exc.strerror or exc}", EXIT_USAGE) from exc
     writer = make_writer(fmt.value, stream)
+    host_view = HostView()
     failed = 0
     inputs = [p for p, _ in expand_inputs(paths)]
     bar = Progress(
@@ -105,18 +134,38 @@ def triage_cmd(
                     bar.advance(task)
                 else:
                     writer.write(event)
+                    host_view.add(event)
                     flows += len(event)
                     bar.update(task, flows=flows)
+                    if publisher is not None and publish_error is None:
+                        try:
+                            publisher.add(event)
+                        except PublishError as exc:  # told once at the end; triage goes on
+                            publish_error = exc
         writer.close()
-    except BrokenPipeError:  # `flowguard triage ... | head`: the reader left, which is fine
-        sys.stderr.close()
-        raise typer.Exit(EXIT_OK) from None
+        if publisher is not None and publish_error is None:
+            try:
+                publisher.flush()
+            except PublishError as exc:
+                publish_error = exc
+        if hosts:
+            summaries = [h.to_dict() for h in host_view.summaries()]
+            hosts.write_text(json.dumps(summaries, indent=1) + "\n")
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # `flowguard triage ... | head`: the reader left
+            sys.stderr.close()
+            raise typer.Exit(EXIT_OK) from None
+        raise _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", EXIT_USAGE) from exc
     except FlowguardError as exc:
         raise _fail(str(exc), EXIT_INPUT) from exc
     finally:
         if output:
             stream.close()
-    raise typer.Exit(EXIT_INPUT if failed else EXIT_OK)
+        if publisher is not None:
+            publisher.close()
+    if publish_error is not None:
+        err.print(f"flowguard: error: {publish_error}", markup=False)
+    raise typer.Exit(EXIT_INPUT if failed or publish_error else EXIT_OK)
 
 
 @model_app.command("info")
@@ -130,6 +179,63 @@ def model_info(
     meta = classifier.metadata.to_dict()
     meta["path"] = str(classifier.path)
     typer.echo(json.dumps(meta, indent=2))
+
+
+def _settings(config: Path | None, **flags: object) -> Settings:
+    try:
+        return load_settings(config, flags)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (or set FLOWGUARD_CONFIG).", show_default=False),
+]
+
+
+@app.command("serve")
+def serve_cmd(
+    config: ConfigOption = None,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: the host setting, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (default: the port setting, 8080).")
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Accept writes without a key (labs only).")
+    ] = False,
+) -> None:
+    """Run the verdict service: stores verdicts, decides blocks, serves pull lists."""
+    settings = _settings(config, host=host, port=port, insecure_no_auth=insecure_no_auth or None)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from flowguard.service import create_app  # FastAPI is only needed here
+
+    try:
+        service_app = create_app(settings)
+        service_app.state.service.start()
+    except FlowguardError as exc:  # ConfigError, StoreError, ModelError, FirewallError
+        raise _fail(str(exc), EXIT_USAGE) from exc
+    if not settings.api_keys and not settings.insecure_no_auth:
+        err.print("flowguard: warning: no API keys configured, so writes are refused; "
+                  "set FLOWGUARD_API_KEYS (see docs/service.md)", markup=False)
+    import uvicorn
+
+    uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective settings (defaults < file < FLOWGUARD_* env) as TOML, keys redacted."""
+    settings = _settings(config)
+    for name, value in redacted(settings).items():
+        if value is None:
+            typer.echo(f"# {name} is not set")
+        else:
+            typer.echo(f"{name} = {json.dumps(value)}")
 
 
 @app.command("version")

@@ -4,7 +4,9 @@
     ├── ConfigError    a setting has a value outside what it allows
     ├── CaptureError   a capture file or interface cannot be read (missing, not a capture, truncated)
     ├── ModelError     a model directory is missing, tampered with, or built for other features
-    └── FirewallError  a firewall adapter cannot drive its firewall
+    ├── FirewallError  a firewall adapter cannot drive its firewall
+    ├── StoreError     the service's database cannot be opened, is too new, or fails
+    └── PublishError   verdicts could not be published to a flowguard service
 """
 
 
@@ -26,3 +28,11 @@ class ModelError(FlowguardError):
 
 class FirewallError(FlowguardError):
     """A firewall adapter cannot reach or change its firewall."""
+
+
+class StoreError(FlowguardError):
+    """The service's database cannot be opened or used (unreadable, made by a newer flowguard)."""
+
+
+class PublishError(FlowguardError):
+    """`triage --publish` could not deliver verdicts (unreachable, refused, or kept failing)."""
