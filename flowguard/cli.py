@@ -13,20 +13,22 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowguard import __version__
-from flowguard.config import Settings, load_settings, redacted
 from flowguard.errors import ConfigError, FlowguardError, ModelError, PublishError
 from flowguard.hosts import HostView
 from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.output import make_writer
-from flowguard.publish import Publisher
 from flowguard.triage import FileDone, expand_inputs, triage
+
+if TYPE_CHECKING:  # the service's modules load pydantic and httpx: only commands that use them
+    from flowguard.config import Settings
+    from flowguard.publish import Publisher
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -96,6 +98,8 @@ def triage_cmd(
     classifier = _load_model(model)
     publisher: Publisher | None = None
     if publish is not None:
+        from flowguard.publish import Publisher
+
         try:
             publisher = Publisher(publish, os.environ.get("FLOWGUARD_API_KEY"))
         except PublishError as exc:
@@ -182,6 +186,8 @@ def model_info(
 
 
 def _settings(config: Path | None, **flags: object) -> Settings:
+    from flowguard.config import load_settings
+
     try:
         return load_settings(config, flags)
     except ConfigError as exc:
@@ -230,6 +236,8 @@ def serve_cmd(
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective settings (defaults < file < FLOWGUARD_* env) as TOML, keys redacted."""
+    from flowguard.config import redacted
+
     settings = _settings(config)
     for name, value in redacted(settings).items():
         if value is None:

@@ -7,11 +7,11 @@ headers (pcap) or block lengths (pcapng) without decoding packets.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from flowguard.errors import CaptureError
 
@@ -64,6 +64,7 @@ def inspect_capture(path: str | os.PathLike[str]) -> CaptureInfo:
 
     Raises CaptureError when the file is missing, empty, or not a pcap/pcapng capture. A capture that
     is cut off part-way is not an error here: `truncated_at` says where, and the caller decides.
+    The file is read in blocks, so memory stays small whatever its size.
     """
     p = Path(path)
     if not p.exists():
@@ -74,25 +75,47 @@ def inspect_capture(path: str | os.PathLike[str]) -> CaptureInfo:
         size = p.stat().st_size
         if size == 0:
             raise CaptureError(f"{p}: empty file, not a capture")
-        with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            magic = bytes(buf[:4])
+        with p.open("rb", buffering=0) as fh:
+            reader = _Blocks(fh, size)
+            magic = reader.peek(0, 4)
             if magic in _PCAP_MAGICS:
-                return _walk_pcap(p, buf, size, _PCAP_MAGICS[magic])
+                return _walk_pcap(p, reader, size, _PCAP_MAGICS[magic])
             if magic == _PCAPNG_MAGIC:
-                return _walk_pcapng(p, buf, size)
+                return _walk_pcapng(p, reader, size)
     except OSError as exc:
         raise CaptureError(f"{p}: cannot read ({exc.strerror or exc})") from exc
     raise CaptureError(f"{p}: not a capture file (expected pcap or pcapng, magic {magic.hex()})")
 
 
-def _walk_pcap(path: Path, buf: mmap.mmap, size: int, order: str) -> CaptureInfo:
+class _Blocks:
+    """Random access to a file by absolute offset through one sliding block (no mmap: a mapped
+    gigabyte capture would count as resident memory while it is walked)."""
+
+    BLOCK = 1 << 22
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self.fh, self.size = fh, size
+        self.start, self.data = 0, b""
+
+    def peek(self, offset: int, length: int) -> bytes:
+        """`length` bytes at `offset` (fewer at the end of the file)."""
+        end = offset + length
+        if offset < self.start or end > self.start + len(self.data):
+            self.fh.seek(offset)
+            self.data = self.fh.read(max(self.BLOCK, length))
+            self.start = offset
+        return self.data[offset - self.start : end - self.start]
+
+
+def _walk_pcap(path: Path, reader: _Blocks, size: int, order: str) -> CaptureInfo:
     if size < 24:
         raise CaptureError(f"{path}: truncated pcap header ({size} of 24 bytes)")
-    record = struct.Struct(order + "8xI4x")  # ts_sec, ts_usec, incl_len, orig_len
-    unpack = record.unpack_from
+    unpack = struct.Struct(order + "8xI4x").unpack_from  # ts_sec, ts_usec, incl_len, orig_len
     offset, packets = 24, 0
     while offset + 16 <= size:
-        (incl_len,) = unpack(buf, offset)
+        if offset + 16 > reader.start + len(reader.data) or offset < reader.start:
+            reader.peek(offset, 16)
+        (incl_len,) = unpack(reader.data, offset - reader.start)
         end = offset + 16 + incl_len
         if incl_len > _MAX_RECORD or end > size:
             return CaptureInfo(path, "pcap", size, packets, offset)
@@ -101,22 +124,22 @@ def _walk_pcap(path: Path, buf: mmap.mmap, size: int, order: str) -> CaptureInfo
     return CaptureInfo(path, "pcap", size, packets, None if offset == size else offset)
 
 
-def _walk_pcapng(path: Path, buf: mmap.mmap, size: int) -> CaptureInfo:
+def _walk_pcapng(path: Path, reader: _Blocks, size: int) -> CaptureInfo:
     if size < 12:
         raise CaptureError(f"{path}: truncated pcapng header ({size} bytes)")
-    order = _PCAPNG_BYTE_ORDER.get(bytes(buf[8:12]))
+    order = _PCAPNG_BYTE_ORDER.get(reader.peek(8, 4))
     if order is None:
         raise CaptureError(f"{path}: pcapng section header has an unknown byte-order magic")
     head = struct.Struct(order + "II")
     offset, packets = 0, 0
     while offset + 12 <= size:
-        block_type, length = head.unpack_from(buf, offset)
+        block_type, length = head.unpack(reader.peek(offset, 8))
         if block_type == 0x0A0D0D0A:  # a new section may switch byte order
-            order = _PCAPNG_BYTE_ORDER.get(bytes(buf[offset + 8 : offset + 12]), "")
+            order = _PCAPNG_BYTE_ORDER.get(reader.peek(offset + 8, 4), "")
             if not order:
                 return CaptureInfo(path, "pcapng", size, packets, offset)
             head = struct.Struct(order + "II")
-            block_type, length = head.unpack_from(buf, offset)
+            block_type, length = head.unpack(reader.peek(offset, 8))
         if length < 12 or length % 4 or length > _MAX_RECORD or offset + length > size:
             return CaptureInfo(path, "pcapng", size, packets, offset)
         if block_type in _PCAPNG_PACKET_BLOCKS:
