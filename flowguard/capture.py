@@ -9,8 +9,9 @@ flows it was trained on.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flowguard.errors import CaptureError, ConfigError
@@ -70,6 +71,95 @@ def read_flows(source: str | os.PathLike[str], options: CaptureOptions) -> Itera
         yield from streamer
     except ValueError as exc:  # nfstream reports bad sources and engine errors as ValueError
         raise CaptureError(f"{os.fspath(source)}: {exc}") from exc
+
+
+LIVE_ACTIVE_TIMEOUT = 5
+"""Live capture's default window: a long flow is exported (and classified) every 5 s of activity."""
+
+
+@dataclass
+class LiveStats:
+    """What nfstream's meters report about a live capture, read about once a second.
+
+    packets: packets the meters processed; ignored: packets they could not use (not IP);
+    dropped: packets the kernel dropped before the meters saw them (libpcap's ps_drop), summed over
+    meters. Zero until the first report.
+    """
+
+    packets: int = 0
+    ignored: int = 0
+    dropped: int = 0
+    flows: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+_live_stats: LiveStats | None = None
+"""The stats of the live capture of this process (nfstream reports through a module function)."""
+
+
+def _record_performances(performances: Any, is_linux: bool, flows_count: Any) -> None:
+    """Stands in for nfstream's `update_performances` (which prints JSON to stdout) while a live
+    capture runs: the meters' shared counters go into `_live_stats` instead."""
+    stats = _live_stats
+    if stats is None:
+        return
+    dropped = [int(m[0].value) for m in performances]
+    with stats.lock:
+        stats.dropped = sum(dropped) if is_linux else max(dropped, default=0)
+        stats.packets = sum(int(m[1].value) for m in performances)
+        stats.ignored = sum(int(m[2].value) for m in performances)
+        stats.flows = int(flows_count.value)
+
+
+def read_live(
+    interface: str,
+    options: CaptureOptions,
+    bpf_filter: str | None = None,
+    snaplen: int = 1536,
+    promiscuous: bool = True,
+    n_meters: int = 1,
+    stats: LiveStats | None = None,
+) -> Iterator[FlowRecord]:
+    """Yield the flows nfstream builds from a network interface, as their windows end.
+
+    Needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode). `stats`, when given, is updated
+    about once a second with the meters' packet and kernel drop counters (one live capture per
+    process). nfstream 6.6 does not flush the flows still open when a live capture is stopped:
+    they are lost, so keep `options.active_timeout` short. Raises CaptureError (bad interface,
+    filter or permissions).
+    """
+    global _live_stats
+    import nfstream.streamer
+    from nfstream import NFStreamer
+
+    try:
+        streamer = NFStreamer(
+            source=interface,
+            decode_tunnels=True,
+            bpf_filter=bpf_filter,
+            promiscuous_mode=promiscuous,
+            snapshot_length=snaplen,
+            idle_timeout=options.idle_timeout,
+            active_timeout=options.active_timeout,
+            statistical_analysis=True,
+            splt_analysis=options.splt_packets,
+            n_dissections=20,
+            n_meters=n_meters,
+            accounting_mode=ACCOUNTING_PAYLOAD,
+            performance_report=1 if stats is not None else 0,
+        )
+    except ValueError as exc:
+        raise CaptureError(f"{interface}: {exc}") from exc
+    if stats is not None:
+        _live_stats = stats
+        nfstream.streamer.update_performances = _record_performances
+    try:
+        yield from streamer
+    except ValueError as exc:
+        raise CaptureError(f"{interface}: {exc}") from exc
+    finally:
+        if stats is not None and _live_stats is stats:
+            _live_stats = None
 
 
 def library_versions() -> dict[str, str]:

@@ -24,10 +24,11 @@ from flowguard.errors import ConfigError, FlowguardError, ModelError, PublishErr
 from flowguard.hosts import HostView
 from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.output import make_writer
-from flowguard.triage import FileDone, expand_inputs, triage
+from flowguard.triage import FileDone, FlowVerdict, expand_inputs, triage
 
 if TYPE_CHECKING:  # the service's modules load pydantic and httpx: only commands that use them
     from flowguard.config import Settings
+    from flowguard.live import LiveSource
     from flowguard.publish import Publisher
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
@@ -200,6 +201,129 @@ ConfigOption = Annotated[
 ]
 
 
+InterfaceOption = Annotated[
+    str | None, typer.Option("--interface", "-i", help="Capture live on this interface (SPAN/TAP port).")
+]
+BpfOption = Annotated[str | None, typer.Option("--bpf", help="BPF filter for the live capture.")]
+SnaplenOption = Annotated[int, typer.Option("--snaplen", min=64, max=65535, help="Bytes kept per packet.")]
+PromiscOption = Annotated[
+    bool, typer.Option("--promisc/--no-promisc", help="Put the interface in promiscuous mode.")
+]
+ActiveTimeoutOption = Annotated[
+    int, typer.Option("--active-timeout", min=1, max=3600,
+                      help="Seconds after which a live flow is exported as a window and classified.")
+]
+
+
+def _live_source(interface: str, bpf: str | None, snaplen: int, promisc: bool,
+                 active_timeout: int) -> LiveSource:
+    from flowguard.live import LiveSource
+
+    return LiveSource(interface, bpf, snaplen, promisc, active_timeout)
+
+
+@app.command("watch")
+def watch_cmd(
+    interface: Annotated[str, typer.Option("--interface", "-i", help="Interface to capture on.")],
+    bpf: BpfOption = None,
+    snaplen: SnaplenOption = 1536,
+    promisc: PromiscOption = True,
+    active_timeout: ActiveTimeoutOption = 5,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="jsonl or csv (table is for triage only).")
+    ] = Format.jsonl,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Append verdicts here instead of stdout.")
+    ] = None,
+    publish: Annotated[
+        str | None,
+        typer.Option("--publish", metavar="URL",
+                     help="Also POST the verdicts to a flowguard service at URL (key in FLOWGUARD_API_KEY)."),
+    ] = None,
+    quiet_benign: Annotated[
+        bool, typer.Option("--flagged-only", help="Write only flagged verdicts (all are published).")
+    ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (127.0.0.1).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Model directory [default: bundled].")
+    ] = None,
+) -> None:
+    """Classify live traffic on an interface; verdicts within seconds. Stops on SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from flowguard.live import LiveMetrics, LivePipeline
+
+    if fmt is Format.table:
+        raise _fail("--format table is not available for watch: use jsonl or csv", EXIT_USAGE)
+    classifier = _load_model(model)
+    source = _live_source(interface, bpf, snaplen, promisc, active_timeout)
+    publisher: Publisher | None = None
+    if publish is not None:
+        from flowguard.publish import Publisher
+
+        try:
+            publisher = Publisher(publish, os.environ.get("FLOWGUARD_API_KEY"),
+                                  source=f"watch@{interface}")
+        except PublishError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from exc
+    try:
+        stream: TextIO = output.open("a", encoding="utf-8", newline="") if output else sys.stdout
+    except OSError as exc:
+        raise _fail(f"--output: {output}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    writer = make_writer(fmt.value, stream)
+
+    def write(batch: list[FlowVerdict]) -> None:
+        shown = [v for v in batch if v.verdict != "benign"] if quiet_benign else batch
+        if shown:
+            writer.write(shown)
+            stream.flush()  # whole lines only, and at once: someone is tailing this
+
+    def send(batch: list[FlowVerdict]) -> None:
+        assert publisher is not None
+        publisher.add(batch)
+        publisher.flush()  # live verdicts go out now, not when 500 have gathered
+
+    sinks = [write] + ([send] if publisher is not None else [])
+    metrics = LiveMetrics()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    pipeline = LivePipeline(source, classifier, sinks, metrics)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pipeline.start()
+    err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s); "
+              "SIGTERM or Ctrl-C stops", markup=False)
+    try:
+        while not stop.wait(0.5):
+            if pipeline.wait(0):
+                break
+        pipeline.stop()
+        writer.close()
+    except OSError as exc:
+        raise _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    finally:
+        if output:
+            stream.close()
+        if publisher is not None:
+            publisher.close()
+    err.print(f"flowguard: capture stopped: {pipeline.flows} flows, {pipeline.verdicts} verdicts, "
+              f"{pipeline.stats.packets} packets, {pipeline.stats.dropped} kernel drops", markup=False)
+    if pipeline.error is not None:
+        raise _fail(str(pipeline.error), EXIT_INPUT)
+    raise typer.Exit(EXIT_OK)
+
+
 @app.command("serve")
 def serve_cmd(
     config: ConfigOption = None,
@@ -212,8 +336,14 @@ def serve_cmd(
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Accept writes without a key (labs only).")
     ] = False,
+    interface: InterfaceOption = None,
+    bpf: BpfOption = None,
+    snaplen: SnaplenOption = 1536,
+    promisc: PromiscOption = True,
+    active_timeout: ActiveTimeoutOption = 5,
 ) -> None:
-    """Run the verdict service: stores verdicts, decides blocks, serves pull lists."""
+    """Run the verdict service: stores verdicts, decides blocks, serves pull lists.
+    With --interface it also captures there and ingests its own verdicts (no HTTP)."""
     settings = _settings(config, host=host, port=port, insecure_no_auth=insecure_no_auth or None)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -230,7 +360,22 @@ def serve_cmd(
                   "set FLOWGUARD_API_KEYS (see docs/service.md)", markup=False)
     import uvicorn
 
-    uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    pipeline = None
+    if interface is not None:
+        from flowguard.service.live import attach_capture
+
+        source = _live_source(interface, bpf, snaplen, promisc, active_timeout)
+        classifier = _load_model(settings.model)
+        pipeline = attach_capture(service_app.state.service, source, classifier)
+        pipeline.start()
+        err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s)", markup=False)
+    try:
+        uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    finally:
+        if pipeline is not None:  # uvicorn has handled SIGTERM/SIGINT: classify what was captured
+            pipeline.stop()
+            err.print(f"flowguard: capture stopped: {pipeline.flows} flows, "
+                      f"{pipeline.verdicts} verdicts, {pipeline.stats.dropped} kernel drops", markup=False)
 
 
 @config_app.command("show")

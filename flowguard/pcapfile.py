@@ -29,6 +29,13 @@ _MAX_RECORD = 1 << 24
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")
 
+LINKTYPE_NAMES = {0: "BSD loopback", 1: "Ethernet", 9: "PPP", 12: "raw IP", 50: "PPP in HDLC",
+                  101: "raw IP", 105: "802.11", 108: "OpenBSD loopback", 113: "Linux cooked (SLL)",
+                  127: "802.11 radiotap", 228: "raw IPv4", 229: "raw IPv6", 276: "Linux cooked v2 (SLL2)"}
+DECODED_LINKTYPES = frozenset({0, 1, 12, 50, 101, 113, 228, 229})
+"""The link types whose packets nfstream (6.6) turns into flows, as measured by
+tests/test_hostile_captures.py; packets of any other type are skipped without a word from it."""
+
 
 @dataclass(frozen=True)
 class CaptureInfo:
@@ -39,6 +46,12 @@ class CaptureInfo:
     size: int
     packets: int
     truncated_at: int | None  # byte offset of the first record that is cut off or corrupt
+    linktype: int | None = None  # the file's (pcapng: first interface's) link-layer header type
+
+    @property
+    def decodable(self) -> bool:
+        """Whether nfstream decodes this link type (False: its packets make no flows)."""
+        return self.linktype is None or self.linktype in DECODED_LINKTYPES
 
     @property
     def complete(self) -> bool:
@@ -111,6 +124,8 @@ def _walk_pcap(path: Path, reader: _Blocks, size: int, order: str) -> CaptureInf
     if size < 24:
         raise CaptureError(f"{path}: truncated pcap header ({size} of 24 bytes)")
     unpack = struct.Struct(order + "8xI4x").unpack_from  # ts_sec, ts_usec, incl_len, orig_len
+    (linktype,) = struct.unpack(order + "I", reader.peek(20, 4))
+    linktype &= 0xFFFF  # the upper bits carry FCS information
     offset, packets = 24, 0
     while offset + 16 <= size:
         if offset + 16 > reader.start + len(reader.data) or offset < reader.start:
@@ -118,10 +133,10 @@ def _walk_pcap(path: Path, reader: _Blocks, size: int, order: str) -> CaptureInf
         (incl_len,) = unpack(reader.data, offset - reader.start)
         end = offset + 16 + incl_len
         if incl_len > _MAX_RECORD or end > size:
-            return CaptureInfo(path, "pcap", size, packets, offset)
+            return CaptureInfo(path, "pcap", size, packets, offset, linktype)
         offset = end
         packets += 1
-    return CaptureInfo(path, "pcap", size, packets, None if offset == size else offset)
+    return CaptureInfo(path, "pcap", size, packets, None if offset == size else offset, linktype)
 
 
 def _walk_pcapng(path: Path, reader: _Blocks, size: int) -> CaptureInfo:
@@ -132,17 +147,20 @@ def _walk_pcapng(path: Path, reader: _Blocks, size: int) -> CaptureInfo:
         raise CaptureError(f"{path}: pcapng section header has an unknown byte-order magic")
     head = struct.Struct(order + "II")
     offset, packets = 0, 0
+    linktype: int | None = None
     while offset + 12 <= size:
         block_type, length = head.unpack(reader.peek(offset, 8))
         if block_type == 0x0A0D0D0A:  # a new section may switch byte order
             order = _PCAPNG_BYTE_ORDER.get(reader.peek(offset + 8, 4), "")
             if not order:
-                return CaptureInfo(path, "pcapng", size, packets, offset)
+                return CaptureInfo(path, "pcapng", size, packets, offset, linktype)
             head = struct.Struct(order + "II")
             block_type, length = head.unpack(reader.peek(offset, 8))
         if length < 12 or length % 4 or length > _MAX_RECORD or offset + length > size:
-            return CaptureInfo(path, "pcapng", size, packets, offset)
+            return CaptureInfo(path, "pcapng", size, packets, offset, linktype)
+        if block_type == 1 and linktype is None and length >= 16:  # the first interface description
+            linktype = struct.unpack(order + "H", reader.peek(offset + 8, 2))[0]
         if block_type in _PCAPNG_PACKET_BLOCKS:
             packets += 1
         offset += length
-    return CaptureInfo(path, "pcapng", size, packets, None if offset == size else offset)
+    return CaptureInfo(path, "pcapng", size, packets, None if offset == size else offset, linktype)

@@ -215,6 +215,9 @@ class Store:
             raise StoreError(f"{path}: cannot open the database ({exc})") from exc
         self._lock = threading.RLock()
         self._depth = 0
+        self.writes = 0
+        """Write transactions this Store has committed: a cheap, lock-free sign of change for
+        caches (the service is the database's only writer)."""
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -268,6 +271,8 @@ class Store:
             try:
                 if store._depth == 0:
                     store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                    if self.write and exc_type is None:
+                        store.writes += 1
             finally:
                 store._lock.release()
 

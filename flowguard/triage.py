@@ -25,7 +25,7 @@ from flowguard.capture import read_flows
 from flowguard.errors import CaptureError
 from flowguard.features import vectorize
 from flowguard.model import BENIGN, FlowClassifier, Reason
-from flowguard.pcapfile import CaptureInfo, inspect_capture, sniff_format
+from flowguard.pcapfile import LINKTYPE_NAMES, CaptureInfo, inspect_capture, sniff_format
 from flowguard.records import FlowRecord
 
 BATCH_SIZE = 1024
@@ -153,6 +153,12 @@ def _triage_file(
     try:
         info = framing.result()
         done.packets = info.packets
+        if not info.decodable and info.packets and not done.flows and done.error is None:
+            name = LINKTYPE_NAMES.get(info.linktype or 0, "unknown")
+            done.error = (
+                f"link type {info.linktype} ({name}) is not one flowguard can decode: "
+                f"{info.packets} packets, no flows read"
+            )
         if info.truncated_at is not None and done.error is None:
             done.error = (
                 f"truncated or corrupt capture: {info.packets} packets read, "

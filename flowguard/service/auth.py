@@ -86,7 +86,7 @@ _api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
 
 
-def presented_key(
+async def presented_key(  # async: pure CPU, so FastAPI runs it without a threadpool hop
     x_api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> str | None:
@@ -103,15 +103,15 @@ def _checker(request: Request) -> KeyChecker:
     return checker
 
 
-def _writer(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
+async def _writer(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
     return _checker(request).check(key, write=True)
 
 
-def _reader(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
+async def _reader(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
     return _checker(request).check(key, write=False)
 
 
-def _bouncer(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
+async def _bouncer(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
     return _checker(request).check(key, write=False, identify=True)
 
 

@@ -100,16 +100,19 @@ class BlocklistCache:
     def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self.store, self.clock = store, clock
         self._feed: Feed | None = None
+        self._writes = -1  # store.writes when the feed was last checked against the database
         self._lock = threading.Lock()
 
     def get(self) -> Feed:
         now = self.clock()
-        feed = self._feed
+        feed, writes = self._feed, self.store.writes
         if feed is not None and (feed.valid_until is None or now < feed.valid_until):
-            if self.store.change_seq() == feed.seq:
+            if writes == self._writes or self.store.change_seq() == feed.seq:
+                self._writes = writes  # nothing written, or nothing that changes the list
                 return feed
         with self._lock:
             self._feed = self._render(now)
+            self._writes = writes
             return self._feed
 
     def _render(self, now: datetime) -> Feed:

@@ -42,7 +42,7 @@ QUIET = ("benign", "below_threshold")
 """Outcomes left out of the ingest response's `decisions` (they are in `counts`)."""
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -58,12 +58,16 @@ def healthz() -> dict[str, Any]:
     return {"ok": True, "version": __version__}
 
 
-@router.get("/readyz", tags=["service"], summary="The store answers", responses={503: {}})
+@router.get("/readyz", tags=["service"], summary="The store answers (and live capture runs, if any)",
+            responses={503: {}})
 def readyz(svc: Svc) -> Any:
     try:
         svc.store.ping()
     except StoreError as exc:
         return error_response(503, f"the store does not answer: {exc}")
+    if svc.capture is not None and not svc.capture.running:
+        why = f": {svc.capture.error}" if svc.capture.error else ""
+        return error_response(503, f"live capture on {svc.capture.source.interface} is not running{why}")
     return {"ok": True}
 
 

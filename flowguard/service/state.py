@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowguard.config import Settings
 from flowguard.policy import Policy
 from flowguard.service.feeds import BlocklistCache
 from flowguard.service.metrics import Metrics
 from flowguard.store import Store
+
+if TYPE_CHECKING:
+    from flowguard.live import LivePipeline
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Service:
     clock: Callable[[], datetime]
     owns_store: bool = False
     started: bool = field(default=False, init=False)
+    capture: LivePipeline | None = field(default=None, init=False)
+    """The live capture feeding this service (`serve --interface`), if any."""
 
     def start(self) -> None:
         """Check the firewall and sync it with the store (FirewallError if it cannot be driven).
