@@ -17,6 +17,8 @@ What the features describe (see shared/DOMAIN.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+from itertools import chain
 from operator import attrgetter
 
 import numpy as np
@@ -133,14 +135,20 @@ def app_family(application_name: str) -> str:
     return master if master in _APP_CODE else "Other"
 
 
+@lru_cache(maxsize=4096)
+def _app_code(application_name: str) -> int:
+    return _APP_CODE[app_family(application_name)]
+
+
 def vectorize(records: Sequence[FlowRecord]) -> np.ndarray:
     """A (len(records), len(FEATURES)) float32 matrix; NaN marks a value the flow does not have."""
     n = len(records)
     out = np.empty((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
         return out
-    raw = np.array([_get_raw(r) for r in records], dtype=np.float64)
-    splt = [_get_splt(r) for r in records]
+    raw = np.fromiter(chain.from_iterable(map(_get_raw, records)), dtype=np.float64,
+                      count=n * len(_RAW)).reshape(n, len(_RAW))
+    splt = list(map(_get_splt, records))
     _derived(raw, splt, out[:, : len(_DERIVED)])
     _first_packets(splt, out[:, len(_DERIVED) :])
     return out
@@ -182,7 +190,7 @@ def _derived(raw: np.ndarray, splt: list[tuple], out: np.ndarray) -> None:
             col["src2dst_fin_packets"] + col["dst2src_fin_packets"],
             col["protocol"],
             col["application_is_guessed"],
-            np.array([_APP_CODE[app_family(s[3])] for s in splt], dtype=np.float64),
+            np.array([_app_code(s[3]) for s in splt], dtype=np.float64),
         ]
     for i, v in enumerate(values):
         out[:, i] = v
@@ -201,17 +209,26 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.maximum(den, 1.0), np.nan)
 
 
+def _padded(rows: list[list[int]], n: int) -> np.ndarray:
+    """(n, SPLT_PACKETS) array of the first packets' values, -1 where a flow has fewer packets.
+    nfstream pads every list to its splt_analysis length, so this is usually one numpy call."""
+    try:
+        arr = np.array(rows, dtype=np.float64)
+        if arr.ndim == 2 and arr.shape[1] >= SPLT_PACKETS:
+            return arr[:, :SPLT_PACKETS]
+    except ValueError:  # ragged lists
+        pass
+    out = np.full((n, SPLT_PACKETS), -1.0)
+    for i, row in enumerate(rows):
+        k = min(len(row), SPLT_PACKETS)
+        out[i, :k] = row[:k]
+    return out
+
+
 def _first_packets(splt: list[tuple], out: np.ndarray) -> None:
     """Summaries and per-position columns of the first SPLT_PACKETS packets."""
     n = len(splt)
-    direction = np.full((n, SPLT_PACKETS), -1, dtype=np.int32)
-    size = np.full((n, SPLT_PACKETS), -1, dtype=np.float64)
-    gap = np.full((n, SPLT_PACKETS), -1, dtype=np.float64)
-    for i, (d, ps, piat, _app) in enumerate(splt):
-        k = min(len(d), SPLT_PACKETS)
-        direction[i, :k] = d[:k]
-        size[i, :k] = ps[:k]
-        gap[i, :k] = piat[:k]
+    direction, size, gap = (_padded([s[j] for s in splt], n) for j in range(3))
     present = direction >= 0
     s2d = direction == 0
     d2s = direction == 1
