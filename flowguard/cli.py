@@ -294,8 +294,13 @@ def watch_cmd(
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     pipeline = LivePipeline(source, classifier, sinks, metrics)
     stop = threading.Event()
+    main_pid = os.getpid()
 
     def on_signal(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # nfstream's meter, forked after this was installed: just end
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

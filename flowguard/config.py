@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         "127.0.0.0/8, ::1/128, 169.254.0.0/16, fe80::/10 (and to those added with the API). "
         "Put your inside networks here.",
     )
+    protect_local: bool = Field(
+        True,
+        description="Never block this host's own addresses, its default gateways or its DNS servers "
+        "(read at start from `ip address`, `ip route` and /etc/resolv.conf).",
+    )
     max_new_blocks_per_minute: int = Field(
         60, ge=0, le=1_000_000,
         description="New blocks allowed in any 60 s; beyond it verdicts are stored but not enforced.",
@@ -182,6 +187,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1 << 20, ge=1024, le=1 << 30, description="Largest request body accepted, in bytes.",
         json_schema_extra={"shown_default": "1048576 (1 MiB)"},
+    )
+    write_requests_per_minute: int = Field(
+        600, ge=0, le=1_000_000,
+        description="Write requests each API key may make per minute (a token bucket that also allows "
+        "bursts of this size); more get 429. 0: no limit.",
     )
     expire_interval: Duration = Field(
         30, description="How often expired decisions are removed from the firewall.",

@@ -7,7 +7,8 @@ is reported with the decision (`inside_host`), never blocked.
 
 A verdict leads to a decision when:
   - its class is not benign and its score reaches the class's threshold (settings, else the model's);
-  - its address is in no allowlisted CIDR (built-in loopback/link-local, settings, the API's);
+  - its address is in no allowlisted CIDR (built-in loopback/link-local, settings, the API's) and
+    is not one of this host's own addresses, default gateways or DNS servers (`protect_local`);
   - fewer than `max_new_blocks_per_minute` new decisions were made in the last 60 s; beyond that
     the verdict stays stored but nothing is enforced (`blocks_suppressed`, and a warning in the log).
 An address with an open decision has that decision extended (now + the class's TTL), never a second
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flowguard import localnet
 from flowguard.config import ALWAYS_ALLOWED, BLOCKING_CLASSES, Settings
 from flowguard.decisions import Decision, Network
 from flowguard.firewall.base import FirewallAdapter
@@ -96,7 +98,10 @@ class Policy:
         adapter: FirewallAdapter | None = None,
         model_thresholds: Mapping[str, float] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        protected: Sequence[str] | None = None,
     ) -> None:
+        """protected: addresses never blocked besides the allowlists; by default, with the
+        protect_local setting, this host's own addresses, gateways and DNS servers."""
         self.settings = settings
         self.store = store
         self.adapter = adapter
@@ -107,7 +112,12 @@ class Policy:
         self._lock = threading.RLock()
         self._recent: deque[datetime] = deque(store.created_since(clock() - RATE_WINDOW))
         self._needs_sync = False
+        if protected is None:
+            protected = localnet.protected_addresses() if settings.protect_local else []
+        self.protected = [ipaddress.ip_network(normalize_address(a)) for a in protected]
         self._fixed = [ipaddress.ip_network(c) for c in (*ALWAYS_ALLOWED, *settings.allowlist)]
+        self._fixed += [n for n in self.protected if not any(n.subnet_of(f) for f in self._fixed  # type: ignore[arg-type]
+                                                             if f.version == n.version)]
         self._networks: list[Network] = []
         self._reload_allowlist()
 

@@ -134,6 +134,7 @@ async def running(
     settings.setdefault("api_keys", (KEY, OTHER_KEY))
     settings.setdefault("threshold_stratum_mining", 0.9)
     settings.setdefault("threshold_reverse_tunnel", 0.5)
+    settings.setdefault("protect_local", False)  # tests do not depend on the host's own addresses
     config = Settings(data_dir=tmp_path, **settings)
     store = store or Store(config.database)
     adapter = adapter or FakeAdapter()

@@ -106,3 +106,54 @@ def test_pickle_is_never_a_model(model_copy: Path) -> None:
 def test_env_var_selects_the_model(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWGUARD_MODEL", str(model_copy))
     assert default_model_dir() == model_copy
+
+
+def test_checksum_is_checked_before_lightgbm_reads_the_file(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tampered model.txt never reaches LightGBM's parser."""
+    import lightgbm
+
+    def parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("LightGBM was handed a model whose checksum does not match")
+
+    monkeypatch.setattr(lightgbm, "Booster", parse)
+    text = (model_copy / "model.txt").read_text()
+    (model_copy / "model.txt").write_text(text.replace("num_leaves=", "num_leaves=9", 1))
+    with pytest.raises(ModelError, match="checksum .* does not match"):
+        FlowClassifier.load(model_copy)
+
+
+def test_a_foreign_model_with_a_matching_checksum_is_refused(model_copy: Path) -> None:
+    """Someone else's LightGBM model, with metadata.json edited to carry its checksum: refused,
+    because its own header names other features."""
+    import hashlib
+
+    import lightgbm
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(200, 4)), rng.integers(0, 3, 200)
+    foreign = lightgbm.train({"objective": "multiclass", "num_class": 3, "verbose": -1},
+                             lightgbm.Dataset(x, y), num_boost_round=2).model_to_string()
+    (model_copy / "model.txt").write_text(foreign)
+    edit_metadata(model_copy, model_sha256=hashlib.sha256(foreign.encode()).hexdigest())
+    with pytest.raises(ModelError, match="not a LightGBM model for its metadata's features"):
+        FlowClassifier.load(model_copy)
+
+
+def test_nothing_in_flowguard_unpickles() -> None:
+    """No pickle, joblib, marshal or shelve load anywhere in the package (or numpy loads with
+    allow_pickle): nothing read from a file or the network can run code."""
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "flowguard"
+    banned = re.compile(
+        r"\b(pickle|cPickle|dill|cloudpickle|joblib|marshal|shelve)\b\s*\.\s*(load|loads|Unpickler|open)\b"
+        r"|^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|marshal|shelve)\b"
+        r"|allow_pickle\s*=\s*True|yaml\.load\(|\beval\(|\bexec\(",
+        re.MULTILINE,
+    )
+    found = [f"{p.relative_to(package.parent)}: {m.group(0).strip()}"
+             for p in sorted(package.rglob("*.py")) for m in banned.finditer(p.read_text())]
+    assert found == []
+    assert banned.search("model = joblib.load(path)") and banned.search("import pickle")

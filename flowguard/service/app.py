@@ -30,7 +30,7 @@ from flowguard.config import Settings
 from flowguard.firewall.base import FirewallAdapter
 from flowguard.model import CLASSES, FlowClassifier, ModelMetadata, default_model_dir
 from flowguard.policy import Policy
-from flowguard.service.auth import AuthError, KeyChecker
+from flowguard.service.auth import AuthError, KeyChecker, WriteLimiter
 from flowguard.service.bodylimit import BodyLimit
 from flowguard.service.feeds import BlocklistCache
 from flowguard.service.metrics import Metrics, MetricsMiddleware
@@ -98,6 +98,7 @@ def create_app(
     )
     app.state.service = service
     app.state.keys = KeyChecker(settings)
+    app.state.write_limiter = WriteLimiter(settings.write_requests_per_minute, clock)
     app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -165,6 +166,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.message, headers=headers)
 
     @app.exception_handler(ApiError)

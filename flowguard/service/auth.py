@@ -10,7 +10,11 @@ them, unless `insecure_no_auth` is set (throwaway labs).
 from __future__ import annotations
 
 import hmac
+import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -31,10 +35,11 @@ INVALID = "the API key is not valid"
 class AuthError(Exception):
     """A request without the key it needs; the app answers it with the error shape."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,40 @@ def _checker(request: Request) -> KeyChecker:
     return checker
 
 
-async def _writer(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
-    return _checker(request).check(key, write=True)
+class WriteLimiter:
+    """A token bucket per caller: `per_minute` tokens, refilled evenly; one per write request."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], datetime]) -> None:
+        self.per_minute, self.clock = per_minute, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, caller: str) -> float:
+        """0 when the request may go ahead, else the seconds until it may."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = self.clock().timestamp()
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, at = self._buckets.get(caller, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + max(0.0, now - at) * rate)
+            if tokens >= 1.0:
+                self._buckets[caller] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[caller] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+
+def _writer(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:
+    caller = _checker(request).check(key, write=True)
+    limiter: WriteLimiter | None = getattr(request.app.state, "write_limiter", None)
+    if limiter is not None:
+        wait = limiter.take(caller.key_hash or "anonymous")
+        if wait > 0:
+            raise AuthError(429, f"too many write requests for this key: at most "
+                                 f"{limiter.per_minute} a minute (setting write_requests_per_minute); "
+                                 f"retry in {math.ceil(wait)} s", retry_after=math.ceil(wait))
+    return caller
 
 
 async def _reader(request: Request, key: Annotated[str | None, Depends(presented_key)]) -> Caller:

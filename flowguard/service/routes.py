@@ -315,7 +315,9 @@ def _record(record: DecisionRecord) -> dict[str, Any]:
 
 @router.get("/v1/allowlist", tags=["allowlist"], summary="Networks never blocked")
 def get_allowlist(svc: Svc, _: Reader) -> dict[str, Any]:
-    fixed = [{"cidr": cidr, "note": "", "source": "settings"} for cidr in svc.policy.fixed_allowlist()]
+    local = {str(n) for n in svc.policy.protected}
+    fixed = [{"cidr": cidr, "note": "", "source": "local" if cidr in local else "settings"}
+             for cidr in svc.policy.fixed_allowlist()]
     return {"allowlist": fixed + [e.to_dict() for e in svc.store.allowlist()]}
 
 

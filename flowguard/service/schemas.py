@@ -168,6 +168,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Not found"),
         (413, "Request body too large"),
         (422, "Invalid request"),
+        (429, "Too many write requests for this key"),
     )
 }
 
