@@ -89,3 +89,26 @@ def test_table_round_trip(runs: list[Path], tmp_path: Path) -> None:
     again = Table.load(tmp_path / "t.npz")
     np.testing.assert_array_equal(again.X, table.X)
     assert again.groups == table.groups and again.views == table.views
+
+
+def test_feedback_becomes_training_rows(tmp_path: Path) -> None:
+    """An analyst's correction, exported by the service, is read back as a labelled row."""
+    from flowguard.model import FlowClassifier, default_model_dir
+    from flowguard.triage import triage
+    from training.dataset import feedback_table
+
+    pcap = PCAPS / "websocket-tls-8443.pcap"
+    verdicts = [v for ev in triage([pcap], FlowClassifier.load(default_model_dir()))
+                if isinstance(ev, list) for v in ev]
+    lines = []
+    for i, v in enumerate(verdicts):
+        record = {**v.to_dict(), "verdict_id": i, "feedback_id": 100 + i, "label": "false_positive",
+                  "true_class": "benign"}
+        lines.append(json.dumps(record))
+    lines.append(json.dumps({**record, "pcap": "live:eth1", "feedback_id": 999}))  # not at hand
+    fb = tmp_path / "feedback.jsonl"
+    fb.write_text("\n".join(lines) + "\n")
+    table = feedback_table(fb, CaptureOptions())
+    assert len(table.y) == len(verdicts) and set(table.y.tolist()) == {0}
+    assert table.groups[0] == "feedback/100"
+    assert table.summary["feedback_skipped"] == {"capture not at hand": 1}

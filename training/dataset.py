@@ -231,3 +231,57 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     summary["rows_per_view"] = dict(Counter(views))
     return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views,
                  np.array(ports, dtype=np.int32), summary)
+
+
+def feedback_table(path: Path, options: CaptureOptions, pcap_root: Path | None = None) -> Table:
+    """Rows from analysts' feedback (JSON Lines from the service's GET /v1/feedback).
+
+    Each feedback names a verdict (its capture, 5-tuple and first-seen time) and the class it should
+    have had (`true_class`). The capture is read again (relative paths from `pcap_root`) and the
+    flow found by its 5-tuple and first-seen time gets that class. Feedback on live verdicts or on
+    captures no longer at hand is counted in the summary and left out.
+    """
+    wanted: dict[str, dict[tuple, tuple[str, int]]] = {}
+    skipped: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        fb = json.loads(line)
+        true_class = fb.get("true_class")
+        if true_class not in CLASSES:
+            skipped["no class"] += 1
+            continue
+        pcap = Path(fb["pcap"])
+        if pcap_root is not None and not pcap.is_absolute():
+            pcap = pcap_root / pcap
+        if not sniff_format(pcap):
+            skipped["capture not at hand"] += 1
+            continue
+        key = (fb["src_ip"], int(fb["src_port"]), fb["dst_ip"], int(fb["dst_port"]),
+               int(fb["protocol"]), int(fb["first_seen_ms"]))
+        wanted.setdefault(str(pcap), {})[key] = (true_class, int(fb["feedback_id"]))
+    flows, tags = [], []
+    for pcap, keys in wanted.items():
+        for f in read_flows(pcap, options):
+            key = (f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.protocol, f.bidirectional_first_seen_ms)
+            if key in keys:
+                flows.append(f)
+                tags.append((*keys.pop(key), f.dst_port))
+        if keys:
+            skipped["flow not found"] += len(keys)
+    X = vectorize(flows) if flows else np.empty((0, len(FEATURES)), dtype=np.float32)
+    return Table(
+        X, np.array([CLASSES.index(t[0]) for t in tags], dtype=np.int32),
+        [f"feedback/{t[1]}" for t in tags], ["feedback"] * len(tags), [str(path)] * len(tags),
+        np.array([f.bidirectional_packets for f in flows], dtype=np.int64), ["full"] * len(tags),
+        np.array([t[2] for t in tags], dtype=np.int32),
+        {"feedback_rows": len(tags), "feedback_skipped": dict(skipped), "feedback_sha256": sha256(path)},
+    )
+
+
+def concat(a: Table, b: Table) -> Table:
+    """Rows of a, then of b; summaries merged."""
+    return Table(np.vstack([a.X, b.X]), np.concatenate([a.y, b.y]), a.groups + b.groups,
+                 a.scenarios + b.scenarios, a.sources + b.sources,
+                 np.concatenate([a.first_packets, b.first_packets]), a.views + b.views,
+                 np.concatenate([a.ports, b.ports]), {**a.summary, **b.summary})

@@ -31,7 +31,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from flowguard.capture import CaptureOptions, library_versions
 from flowguard.features import CATEGORICAL, FEATURES
 from flowguard.model import CLASSES, MODEL_FILE, FlowClassifier, ModelMetadata, sha256_file
-from training.dataset import Table, build
+from training.dataset import Table, build, concat, feedback_table
 
 PARAMS: dict[str, Any] = {
     "objective": "multiclass",
@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--table", type=Path, default=None, help="reuse/write this feature table (.npz)")
+    ap.add_argument("--feedback", type=Path, default=None,
+                    help="analysts' feedback (JSON Lines from the service's GET /v1/feedback)")
+    ap.add_argument("--feedback-pcaps", type=Path, default=None,
+                    help="where the captures named by relative paths in --feedback are")
     ap.add_argument("--no-evaluate", action="store_true",
                     help="skip training/evaluate (leave-one-scenario-out, plots, MODEL.md)")
     a = ap.parse_args(argv)
@@ -236,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         table = build(runs, a.corpus if a.corpus.is_dir() else None, options)
         if a.table:
             table.save(a.table)
-    print(f"table: {table.summary['rows_per_class']}, sessions {table.summary['sessions_per_class']}",
+    if a.feedback:
+        table = concat(table, feedback_table(a.feedback, options, a.feedback_pcaps))
+    print(f"table: {table.summary.get('rows_per_class')}, sessions "
+          f"{table.summary.get('sessions_per_class')}, feedback {table.summary.get('feedback_rows', 0)}",
           file=sys.stderr)
     proba = out_of_fold(table, a.folds, a.seed)
     thresholds = choose_thresholds(proba, table.y, table.scenarios)
