@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -270,9 +270,19 @@ class Store:
             store._depth -= 1
             try:
                 if store._depth == 0:
-                    store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                    try:
+                        store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                    except sqlite3.Error as failed:
+                        # a COMMIT that failed (a full disk) leaves the transaction open: end it, or
+                        # every later BEGIN on this connection fails too
+                        if store._db.in_transaction:
+                            with suppress(sqlite3.Error):
+                                store._db.execute("ROLLBACK")
+                        raise _failure(store.path, failed) from failed
                     if self.write and exc_type is None:
                         store.writes += 1
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _failure(store.path, exc) from exc
             finally:
                 store._lock.release()
 
@@ -649,6 +659,20 @@ class Store:
     def remove_allow(self, cidr: str) -> bool:
         with self._tx() as db:
             return db.execute("DELETE FROM allowlist WHERE cidr = ?", (cidr,)).rowcount > 0
+
+
+class DiskFullError(StoreError):
+    """The disk holding the database is full: the write that failed was not stored."""
+
+
+def _failure(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A StoreError saying what went wrong with the database (DiskFullError for a full disk)."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return DiskFullError(
+            f"{path}: cannot write the database, its disk is full ({exc}): this write was not "
+            "stored; free space on that disk and retry"
+        )
+    return StoreError(f"{path}: the database failed: {exc}")
 
 
 def _changed(db: sqlite3.Connection, decision_id: int, at: float) -> None:

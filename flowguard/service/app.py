@@ -37,7 +37,7 @@ from flowguard.service.metrics import Metrics, MetricsMiddleware
 from flowguard.service.routes import router
 from flowguard.service.schemas import ERROR_RESPONSES, ApiError, describe_validation, error_response
 from flowguard.service.state import Service
-from flowguard.store import Store, utcnow
+from flowguard.store import DiskFullError, Store, utcnow
 
 log = logging.getLogger("flowguard.service")
 
@@ -173,6 +173,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.error, exc.errors)
+
+    @app.exception_handler(DiskFullError)
+    async def disk_full(request: Request, exc: DiskFullError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)  # the answer names no path
+        return error_response(507, "the database's disk is full: this write was not stored; "
+                                   "free space on that disk and retry (reads still work)")
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
