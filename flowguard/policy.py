@@ -3,7 +3,9 @@
 What is blocked: the flow's responder, `dst_ip`, i.e. the remote server the inside host connected to
 (the mining pool, the tunnel's sshd). flowguard sees flows as a SPAN port does and nfstream makes the
 initiator the source, so for outbound mining and reverse tunnels the source is the inside host: it
-is reported with the decision (`inside_host`), never blocked.
+is reported with the decision (`inside_host`), never blocked. When a window of a long flow begins
+with the server's packet, nfstream makes the server its source: a flow from a lower port to an
+ephemeral one (>= 32768) has its source blocked instead.
 
 A verdict leads to a decision when:
   - its class is not benign and its score reaches the class's threshold (settings, else the model's);
@@ -39,6 +41,8 @@ log = logging.getLogger("flowguard.policy")
 
 RATE_WINDOW = timedelta(seconds=60)
 
+EPHEMERAL = 32768
+"""Ports from here up are clients' ephemeral ports (Linux 32768-60999, Windows 49152-65535)."""
 ACTIONS = ("benign", "below_threshold", "allowlisted", "blocked", "dry_run", "extended", "kept",
            "suppressed")
 """What a verdict led to: not flagged; under the threshold; address allowlisted; a new decision;
@@ -126,6 +130,15 @@ class Policy:
     def _reload_allowlist(self) -> None:
         self._networks = self._fixed + [ipaddress.ip_network(e.cidr) for e in self.store.allowlist()]
 
+    def remote_end(self, flow: FlowVerdict) -> tuple[str, str]:
+        """(address to block, inside host) of a flagged flow: the responder `dst_ip`, unless the
+        flow runs from a server port to an ephemeral one. A long flow is exported in windows, and a
+        window that begins with the server's packet (a job push, a keepalive) has the server as its
+        source: then the source is the remote end."""
+        if flow.protocol in (6, 17) and flow.src_port < flow.dst_port and flow.dst_port >= EPHEMERAL:
+            return normalize_address(flow.src_ip), flow.dst_ip
+        return normalize_address(flow.dst_ip), flow.src_ip
+
     def allowlisted(self, address: str) -> Network | None:
         """The allowlisted network holding `address` (normalised), if any."""
         ip = ipaddress.ip_address(address)
@@ -175,11 +188,11 @@ class Policy:
                 if flow.verdict not in self.thresholds:
                     outcomes[index] = Outcome(verdict_id, "benign")
                     continue
-                value = normalize_address(flow.dst_ip)
+                value, inside = self.remote_end(flow)
                 if flow.score < self.thresholds[flow.verdict]:
-                    outcomes[index] = Outcome(verdict_id, "below_threshold", value, flow.src_ip)
+                    outcomes[index] = Outcome(verdict_id, "below_threshold", value, inside)
                 elif (net := self.allowlisted(value)) is not None:
-                    outcomes[index] = Outcome(verdict_id, "allowlisted", value, flow.src_ip,
+                    outcomes[index] = Outcome(verdict_id, "allowlisted", value, inside,
                                               allowlisted_by=str(net))
                 else:
                     groups.setdefault(value, []).append((index, verdict_id, flow))
@@ -194,7 +207,7 @@ class Policy:
                     if record is not None and action in ("blocked", "extended") and not record.dry_run:
                         to_apply.append(record.decision)
                     for index, verdict_id, flow in items:
-                        outcomes[index] = Outcome(verdict_id, action, value, flow.src_ip,
+                        outcomes[index] = Outcome(verdict_id, action, value, self.remote_end(flow)[1],
                                                   record.decision if record else None)
             self.stats.update(f"decisions_{o.action}" for o in outcomes.values())
             if suppressed:
@@ -227,7 +240,8 @@ class Policy:
         record = self.store.add_decision(value, flow.verdict, expires, now, verdict_id, flow.score,
                                          dry_run=dry)
         log.info("%s %s (%s, score %.3f, inside host %s) until %s", "dry-run block" if dry else "block",
-                 value, flow.verdict, flow.score, flow.src_ip, expires.isoformat(timespec="seconds"))
+                 value, flow.verdict, flow.score, self.remote_end(flow)[1],
+                 expires.isoformat(timespec="seconds"))
         return ("dry_run" if dry else "blocked"), record
 
     def _take_slot(self, now: datetime) -> bool:

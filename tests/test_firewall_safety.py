@@ -198,3 +198,18 @@ def test_a_failing_firewall_is_resynced_and_still_never_sees_an_allowlisted_addr
     assert fake.calls[-1] == ("sync", ["203.0.113.5"])
     every = {v for _, values in fake.calls for v in values}
     assert "192.0.2.53" not in every
+
+
+def test_a_window_that_starts_at_the_server_still_blocks_the_server(tmp_path: Path) -> None:
+    """A long flow's later window may begin with the server's packet, so nfstream makes the
+    server the source: with the inside network allowlisted, the remote end is what is blocked."""
+    policy, store, clock, fake = make_policy(tmp_path, protected=[], allowlist=["10.9.0.0/16"])
+    flipped = FlowVerdict(**{**flow(dst="10.9.1.5", score=0.999), "src_ip": "203.0.113.7",
+                             "src_port": 443, "dst_port": 51000})
+    assert policy.remote_end(flipped) == ("203.0.113.7", "10.9.1.5")
+    assert decide(policy, store, clock, flipped) == ["blocked"]
+    assert [d.value for d in store.active(clock())] == ["203.0.113.7"]
+    normal = FlowVerdict(**{**flow(dst="198.51.100.9", score=0.999), "src_ip": "10.9.1.6",
+                            "src_port": 51000, "dst_port": 443})
+    assert policy.remote_end(normal) == ("198.51.100.9", "10.9.1.6")
+    store.close()

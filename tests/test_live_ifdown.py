@@ -1,0 +1,110 @@
+"""The live capture survives its interface going down and coming back up (root + netns only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NS_A, NS_B = f"fgif{os.getpid()}-a", f"fgif{os.getpid()}-b"
+A_IP, B_IP = "10.253.0.1", "10.253.0.2"
+
+pytestmark = pytest.mark.netns
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+
+
+@pytest.fixture()
+def link() -> Iterator[None]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (ip netns) for a live capture on a veth")
+    if sh("ip", "netns", "add", NS_A, check=False).returncode != 0:
+        pytest.skip("`ip netns add` is not permitted here")
+    try:
+        sh("ip", "netns", "add", NS_B)
+        sh("ip", "link", "add", "veth0", "netns", NS_A, "type", "veth",
+           "peer", "name", "veth0", "netns", NS_B)
+        for ns, ip in ((NS_A, A_IP), (NS_B, B_IP)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "veth0")
+            sh("ip", "-n", ns, "link", "set", "veth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield
+    finally:
+        for ns in (NS_A, NS_B):
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
+
+
+CHATTER = f"""
+import socket, time
+while True:  # one long connection, a message every 0.3 s; reconnect when the link drops it
+    try:
+        s = socket.create_connection(('{B_IP}', 7007), timeout=2)
+        while True:
+            s.sendall(b'x' * 64); s.recv(64); time.sleep(0.3)
+    except OSError:
+        time.sleep(0.5)
+"""
+
+
+def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -> None:
+    out = tmp_path / "verdicts.jsonl"
+    echo = ("import socket, threading\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{B_IP}', 7007)); s.listen(64)\n"
+            "def serve(c):\n    while (d := c.recv(64)):\n        c.sendall(d)\n"
+            "while True:\n    c, _ = s.accept(); threading.Thread(target=serve, args=(c,)).start()\n")
+    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", echo])
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
+         "--active-timeout", "2", "--format", "jsonl", "--output", str(out)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+    def flows_after(t_ms: float) -> int:
+        if not out.exists():
+            return 0
+        rows = [json.loads(line) for line in out.read_text().splitlines() if line]
+        return sum(1 for r in rows if r["first_seen_ms"] >= t_ms and 7007 in (r["dst_port"], r["src_port"]))
+
+    def wait_for_flows(t_ms: float, deadline_s: float) -> bool:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if flows_after(t_ms) > 0:
+                return True
+            time.sleep(0.5)
+        return False
+
+    try:
+        time.sleep(2)
+        subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", CHATTER])
+        assert wait_for_flows(0, 30), "no verdicts before the flap"
+        sh("ip", "-n", NS_B, "link", "set", "veth0", "down")
+        time.sleep(3)
+        sh("ip", "-n", NS_B, "link", "set", "veth0", "up")
+        back_up_ms = time.time() * 1000
+        assert watch.poll() is None, f"watch exited when the interface went down: {watch.stderr}"
+        assert wait_for_flows(back_up_ms, 40), "no verdicts for traffic after the interface came back up"
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        try:
+            _, err = watch.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            _, err = watch.communicate()
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err
