@@ -22,6 +22,7 @@ from flowguard.capture import CaptureOptions, read_flows
 from flowguard.errors import CaptureError
 from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
+from flowguard.model import sha256_file as sha256
 from flowguard.pcapfile import sniff_format
 
 CUTS_S = (30, 60, 120, 200)
@@ -69,14 +70,6 @@ class Table:
         return cls(z["X"], z["y"], z["groups"].tolist(), z["scenarios"].tolist(),
                    z["sources"].tolist(), z["first_packets"], z["views"].tolist(),
                    z["ports"], json.loads(str(z["summary"])))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cut_capture(src: Path, dst: Path, seconds: float) -> None:
