@@ -53,6 +53,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from training.lab.options import add_config_options
+
 DIALECTS = ("btc", "xmr", "eth")
 DEFAULT_DIFFICULTY = {"btc": 131072.0, "xmr": 100000.0, "eth": 4e9}
 DEFAULT_HASHRATE = {"btc": 1.1e14, "xmr": 8000.0, "eth": 1e8}  # ASIC, CPU, GPU
@@ -712,15 +714,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, cls in (("pool", PoolConfig), ("miner", MinerConfig)):
         sp = sub.add_parser(name, help=f"run the {name} emulator")
-        for f in dataclasses.fields(cls):
-            opt, hlp = "--" + f.name.replace("_", "-"), f.metadata["help"]
-            if f.type == "bool":
-                sp.add_argument(opt, action="store_true", help=hlp)
-                continue
-            typ = {"float": float, "int": int}.get(str(f.type).split(" ")[0], str)
-            shown = "" if f.default is None else " [%(default)s]"
-            sp.add_argument(opt, type=typ, default=f.default, help=hlp + shown,
-                            choices=DIALECTS if f.name == "dialect" else None)
+        add_config_options(sp, cls, choices={"dialect": DIALECTS})
     return p
 
 

@@ -42,6 +42,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
+from training.lab.options import add_config_options
+
 OPEN, DATA, CLOSE, PING, PONG = 1, 2, 3, 4, 5
 HEADER = struct.Struct("!IB")
 CHUNK = 32768
@@ -339,14 +341,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, cls in (("server", ServerConfig), ("agent", AgentConfig)):
         sp = sub.add_parser(name, help=f"run the tunnel {name}")
-        for f in dataclasses.fields(cls):
-            opt, hlp = "--" + f.name.replace("_", "-"), f.metadata["help"]
-            if f.type == "bool":
-                sp.add_argument(opt, action="store_true", help=hlp)
-                continue
-            typ = {"float": float, "int": int}.get(str(f.type).split(" ")[0], str)
-            shown = "" if f.default is None else " [%(default)s]"
-            sp.add_argument(opt, type=typ, default=f.default, help=hlp + shown)
+        add_config_options(sp, cls)
     return p
 
 
