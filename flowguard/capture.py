@@ -52,22 +52,25 @@ class CaptureOptions:
         return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+def _flow_options(options: CaptureOptions) -> dict[str, Any]:
+    """What makes a flow, the same for files and interfaces: the model's features depend on it."""
+    return {
+        "decode_tunnels": True,
+        "idle_timeout": options.idle_timeout,
+        "active_timeout": options.active_timeout,
+        "statistical_analysis": True,
+        "splt_analysis": options.splt_packets,
+        "n_dissections": 20,
+        "accounting_mode": ACCOUNTING_PAYLOAD,
+    }
+
+
 def read_flows(source: str | os.PathLike[str], options: CaptureOptions) -> Iterator[FlowRecord]:
     """Yield the flows nfstream builds from a capture file (or interface name)."""
     from nfstream import NFStreamer
 
     try:
-        streamer = NFStreamer(
-            source=os.fspath(source),
-            decode_tunnels=True,
-            idle_timeout=options.idle_timeout,
-            active_timeout=options.active_timeout,
-            statistical_analysis=True,
-            splt_analysis=options.splt_packets,
-            n_dissections=20,
-            n_meters=1,
-            accounting_mode=ACCOUNTING_PAYLOAD,
-        )
+        streamer = NFStreamer(source=os.fspath(source), n_meters=1, **_flow_options(options))
         yield from streamer
     except ValueError as exc:  # nfstream reports bad sources and engine errors as ValueError
         raise CaptureError(f"{os.fspath(source)}: {exc}") from exc
@@ -135,18 +138,12 @@ def read_live(
     try:
         streamer = NFStreamer(
             source=interface,
-            decode_tunnels=True,
             bpf_filter=bpf_filter,
             promiscuous_mode=promiscuous,
             snapshot_length=snaplen,
-            idle_timeout=options.idle_timeout,
-            active_timeout=options.active_timeout,
-            statistical_analysis=True,
-            splt_analysis=options.splt_packets,
-            n_dissections=20,
             n_meters=n_meters,
-            accounting_mode=ACCOUNTING_PAYLOAD,
             performance_report=1 if stats is not None else 0,
+            **_flow_options(options),
         )
     except ValueError as exc:
         raise CaptureError(f"{interface}: {exc}") from exc

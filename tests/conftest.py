@@ -30,3 +30,15 @@ def sample_pcaps() -> list[Path]:
     found = sorted(PCAPS.glob("*.pcap"))
     assert found, "pcaps/ holds no sample captures"
     return found
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The service tests run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture
+def model(classifier):
+    """The bundled model's metadata, as the service loads it."""
+    return classifier.metadata

@@ -25,16 +25,6 @@ from tests.servicekit import T0, Clock, FakeAdapter, flow, running
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def model():
-    from flowguard.model import FlowClassifier, default_model_dir
-
-    return FlowClassifier.load(default_model_dir()).metadata
 
 
 def verdict(dst: str, score: float = 0.99, verdict: str = "stratum_mining") -> FlowVerdict:

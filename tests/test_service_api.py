@@ -19,14 +19,6 @@ from tests.servicekit import KEY, OTHER_KEY, WRITE, FakeAdapter, Harness, flow, 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def model(classifier):
-    return classifier.metadata
 
 
 @pytest.fixture

@@ -15,16 +15,6 @@ from tests.servicekit import KEY, OTHER_KEY, WRITE, flow, running
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def model():
-    from flowguard.model import FlowClassifier, default_model_dir
-
-    return FlowClassifier.load(default_model_dir()).metadata
 
 
 def assert_error_shape(body: dict[str, Any], status: int) -> None:
