@@ -8,7 +8,9 @@ flows it was trained on.
 
 from __future__ import annotations
 
+import mmap
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -114,6 +116,60 @@ def _record_performances(performances: Any, is_linux: bool, flows_count: Any) ->
         stats.flows = int(flows_count.value)
 
 
+class LiveStop:
+    """Ends a live capture the way the end of a file ends a read: nfstream then exports every flow
+    it still holds open, and the iteration ends by itself.
+
+    It is one byte of memory shared with nfstream's meter processes (forked when the iteration
+    starts). While a capture runs, the meters' `capture_next` is wrapped to report end-of-file once
+    the byte is set: one Python check per packet, in a loop that is Python per packet already.
+    """
+
+    def __init__(self) -> None:
+        self._flag = mmap.mmap(-1, 1)  # anonymous and MAP_SHARED: the forked meters see writes
+
+    def set(self) -> None:
+        self._flag[0] = 1
+
+    def is_set(self) -> bool:
+        return self._flag[0] == 1
+
+
+_CAPTURE_EOF = -2
+"""What nfstream's `capture_next` returns at the end of a file (meter.py ends its loop on it)."""
+
+
+class _StoppableEngine:
+    """nfstream's engine library with a `capture_next` that ends when `stop` is set (see LiveStop)."""
+
+    def __init__(self, lib: Any, stop: LiveStop) -> None:
+        self._lib = lib
+        flag, real = stop._flag, lib.capture_next
+
+        def capture_next(*args: Any) -> Any:
+            if flag[0]:
+                return _CAPTURE_EOF
+            return real(*args)
+
+        self.capture_next = capture_next
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._lib, name)
+        setattr(self, name, value)  # later look-ups are plain attributes
+        return value
+
+
+def _stoppable(create_engine: Any, stop: LiveStop) -> Any:
+    def create() -> tuple[Any, Any]:
+        # runs in the meter process: Ctrl-C reaches the whole process group, but the meter must
+        # keep going until the parent's stop so that it can export what it holds
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ffi, lib = create_engine()
+        return ffi, (None if lib is None else _StoppableEngine(lib, stop))
+
+    return create
+
+
 def read_live(
     interface: str,
     options: CaptureOptions,
@@ -122,16 +178,17 @@ def read_live(
     promiscuous: bool = True,
     n_meters: int = 1,
     stats: LiveStats | None = None,
+    stop: LiveStop | None = None,
 ) -> Iterator[FlowRecord]:
     """Yield the flows nfstream builds from a network interface, as their windows end.
 
     Needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode). `stats`, when given, is updated
     about once a second with the meters' packet and kernel drop counters (one live capture per
-    process). nfstream 6.6 does not flush the flows still open when a live capture is stopped:
-    they are lost, so keep `options.active_timeout` short. Raises CaptureError (bad interface,
-    filter or permissions).
+    process). `stop`, when set, ends the capture: the flows still open are exported (whatever
+    their age) and the iteration ends. Raises CaptureError (bad interface, filter or permissions).
     """
     global _live_stats
+    import nfstream.meter
     import nfstream.streamer
     from nfstream import NFStreamer
 
@@ -150,11 +207,16 @@ def read_live(
     if stats is not None:
         _live_stats = stats
         nfstream.streamer.update_performances = _record_performances
+    create_engine = nfstream.meter.create_engine
+    if stop is not None:
+        # the meters are forked at the first next(): they take the wrapped engine with them
+        nfstream.meter.create_engine = _stoppable(create_engine, stop)
     try:
         yield from streamer
     except ValueError as exc:
         raise CaptureError(f"{interface}: {exc}") from exc
     finally:
+        nfstream.meter.create_engine = create_engine
         if stats is not None and _live_stats is stats:
             _live_stats = None
 

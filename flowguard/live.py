@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from flowguard.capture import LIVE_ACTIVE_TIMEOUT, CaptureOptions, LiveStats, read_live
+from flowguard.capture import LIVE_ACTIVE_TIMEOUT, CaptureOptions, LiveStats, LiveStop, read_live
 from flowguard.errors import CaptureError
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.records import FlowRecord
@@ -127,6 +127,7 @@ class LivePipeline:
     def __post_init__(self) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
+        self._capture_stop = LiveStop()
         self._capturing = threading.Event()
         self._reader: threading.Thread | None = None
         self._worker: threading.Thread | None = None
@@ -154,9 +155,7 @@ class LivePipeline:
         try:
             for record in self.read(self.source.interface, options, self.source.bpf_filter,
                                     self.source.snaplen, self.source.promiscuous,
-                                    self.source.n_meters, self.stats):
-                if self._stop.is_set():
-                    break
+                                    self.source.n_meters, self.stats, self._capture_stop):
                 self.flows += 1
                 self._queue.put((time.monotonic(), record))
         except CaptureError as exc:
@@ -196,8 +195,6 @@ class LivePipeline:
             batch, ended = self._next_batch()
             if batch:
                 self._classify([r for _, r in batch], [t for t, _ in batch])
-            elif self._stop.is_set() and self._queue.empty():
-                break
 
     def _classify(self, records: list[FlowRecord], queued_at: list[float]) -> None:
         started = time.perf_counter()
@@ -217,13 +214,20 @@ class LivePipeline:
         self.verdicts += len(verdicts)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop capturing, classify the flows already received, return when the sinks have them.
-        Flows nfstream still holds open are not exported by nfstream 6.6 on stop (see read_live)."""
+        """Stop capturing and return when every flow still open has been classified and handed to
+        the sinks (nfstream exports them on stop, whatever their age), or after `timeout` s."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
-        self._capturing.clear()
-        self._queue.put(_END)  # the reader may be blocked in nfstream: end the batches anyway
+        self._capture_stop.set()
+        if self._reader is not None:
+            self._reader.join(max(0.0, deadline - time.monotonic()))
+            if self._reader.is_alive():  # the engine did not end: classify what came, give up the rest
+                log.warning("live capture did not end within %.0f s of stop; flows still open are lost",
+                            timeout)
+                self._capturing.clear()
+                self._queue.put(_END)
         if self._worker is not None:
-            self._worker.join(timeout)
+            self._worker.join(max(0.0, deadline - time.monotonic()))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until capture ends by itself (failure); True if it did."""

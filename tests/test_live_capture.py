@@ -1,4 +1,5 @@
-"""The live capture survives its interface going down and coming back up (root + netns only)."""
+"""Live capture on a veth (root + netns only): it survives its interface going down and coming back
+up, and on SIGTERM it classifies and writes the flows still open."""
 
 from __future__ import annotations
 
@@ -62,14 +63,16 @@ while True:  # one long connection, a message every 0.3 s; reconnect when the li
 """
 
 
-def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -> None:
-    out = tmp_path / "verdicts.jsonl"
-    echo = ("import socket, threading\n"
+ECHO = ("import socket, threading\n"
             "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             f"s.bind(('{B_IP}', 7007)); s.listen(64)\n"
             "def serve(c):\n    while (d := c.recv(64)):\n        c.sendall(d)\n"
             "while True:\n    c, _ = s.accept(); threading.Thread(target=serve, args=(c,)).start()\n")
-    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", echo])
+
+
+def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -> None:
+    out = tmp_path / "verdicts.jsonl"
+    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
     watch = subprocess.Popen(
         ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
          "--active-timeout", "2", "--format", "jsonl", "--output", str(out)],
@@ -108,3 +111,44 @@ def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -
             _, err = watch.communicate()
     assert watch.returncode == 0, err
     assert "Traceback" not in err
+
+
+ONE_SHOT = f"""
+import socket
+s = socket.create_connection(('{B_IP}', 7007), timeout=2)
+s.sendall(b'hello'); s.recv(64)
+"""
+
+
+def test_sigterm_writes_the_flows_still_open(link: None, tmp_path: Path) -> None:
+    """A short connection ends quietly (no export before idle_timeout, 180 s) and a long one is
+    mid-window (active_timeout 600 s): on SIGTERM both are exported, classified and written."""
+    out = tmp_path / "verdicts.jsonl"
+    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
+         "--active-timeout", "600", "--format", "jsonl", "--output", str(out)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True)
+    chatter = None
+    try:
+        time.sleep(2)
+        sh("ip", "netns", "exec", NS_A, sys.executable, "-c", ONE_SHOT)
+        chatter = subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", CHATTER])
+        time.sleep(3)
+        assert not out.exists() or not out.read_text().strip(), "flows exported before the stop"
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        try:
+            _, err = watch.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            _, err = watch.communicate()
+        if chatter is not None:
+            chatter.kill()
+    assert watch.returncode == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line]
+    conns = [r for r in rows if r["protocol"] == 6 and 7007 in (r["dst_port"], r["src_port"])]
+    assert len(conns) == 2, rows
+    packets = sorted(r["packets"] for r in conns)
+    assert packets[0] >= 3 and packets[1] >= 10, packets  # the one-shot, then ~10 echoes of chatter
+    assert all(r["verdict"] in ("benign", "stratum_mining", "reverse_tunnel") for r in conns)
