@@ -37,14 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         x = vectorize(flows[i : i + a.batch])
         t1 = time.perf_counter()
-        clf.decide(clf.predict_proba(x))
+        clf.decide(clf.predict_proba(x), x)
         timings["predict"] += time.perf_counter() - t1
         timings["features"] += t1 - t0
     total = time.perf_counter() - start
     single = []
     for f in flows[:2000]:
         t0 = time.perf_counter()
-        clf.decide(clf.predict_proba(vectorize([f])))
+        one = vectorize([f])
+        clf.decide(clf.predict_proba(one), one)
         single.append(time.perf_counter() - t0)
     x = vectorize(flows[:500])
     flagged = np.arange(len(x))

@@ -14,19 +14,32 @@ REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "BENCHMARKS.md"
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and all its descendants, KiB (Linux /proc)."""
-    total, todo = 0, [pid]
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants, whichever of its threads forked them (nfstream forks its
+    meter from the thread that iterates, which /proc/PID/task/PID/children alone does not show)."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return found
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of a process and all its descendants, KiB (Linux /proc)."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/status") as fh:
                 for line in fh:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                todo += [int(c) for c in fh.read().split()]
-        except (FileNotFoundError, ProcessLookupError, ValueError):
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return total
 

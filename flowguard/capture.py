@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import signal
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from flowguard.errors import CaptureError, ConfigError
@@ -80,6 +82,16 @@ def read_flows(source: str | os.PathLike[str], options: CaptureOptions) -> Itera
 
 LIVE_ACTIVE_TIMEOUT = 5
 """Live capture's default window: a long flow is exported (and classified) every 5 s of activity."""
+LIVE_IDLE_TIMEOUT = 2
+"""... and a flow that falls quiet for 2 s is exported then: a stratum login, or a burst of use of a
+tunnel, gets its verdict about 2 s after it ends instead of at the next packet, maybe minutes later.
+Training reads the lab captures with these windows too (training/dataset.py, view "live")."""
+
+
+def live_options(options: CaptureOptions, active_timeout: int = LIVE_ACTIVE_TIMEOUT,
+                 idle_timeout: int = LIVE_IDLE_TIMEOUT) -> CaptureOptions:
+    """A model's capture options with live windows."""
+    return replace(options, active_timeout=active_timeout, idle_timeout=idle_timeout)
 
 
 @dataclass
@@ -121,8 +133,7 @@ class LiveStop:
     it still holds open, and the iteration ends by itself.
 
     It is one byte of memory shared with nfstream's meter processes (forked when the iteration
-    starts). While a capture runs, the meters' `capture_next` is wrapped to report end-of-file once
-    the byte is set: one Python check per packet, in a loop that is Python per packet already.
+    starts), read by the meters' wrapped `capture_next` (see _LiveEngine).
     """
 
     def __init__(self) -> None:
@@ -137,19 +148,48 @@ class LiveStop:
 
 _CAPTURE_EOF = -2
 """What nfstream's `capture_next` returns at the end of a file (meter.py ends its loop on it)."""
+_CAPTURE_EMPTY = -1
+"""... when no packet was read."""
+_CAPTURE_TICK = 2
+"""... for a packet of another meter, which the meter uses as a clock tick (idle expiry)."""
+LIVE_TICK_S = 0.25
+"""On a quiet link the meters' clock still moves every 0.25 s: idle flows expire and a stop is seen."""
 
 
-class _StoppableEngine:
-    """nfstream's engine library with a `capture_next` that ends when `stop` is set (see LiveStop)."""
+class _LiveEngine:
+    """nfstream's engine library, with the `capture_next` a live meter calls for every packet wrapped.
 
-    def __init__(self, lib: Any, stop: LiveStop) -> None:
+    nfstream 6.6 reads in blocking mode, and with TPACKET_V3 libpcap's read blocks until a packet
+    comes (libpcap issue #572): on a quiet link the meter neither expires idle flows (its clock is
+    packet time) nor sees a stop. So on the first call the capture is put in non-blocking mode
+    (libpcap's own pcap_setnonblock, exported by nfstream's engine library), and when no packet is
+    ready the wrapper waits on the capture's descriptor for at most LIVE_TICK_S and then reports a
+    clock tick at the current time. Once `stop` is set it reports end-of-file, and nfstream exports
+    what it holds. The cost is a few Python operations per packet, in a loop that is Python per
+    packet already.
+    """
+
+    def __init__(self, ffi: Any, lib: Any, stop: LiveStop) -> None:
         self._lib = lib
         flag, real = stop._flag, lib.capture_next
+        poller = select.poll()
+        ready: list[bool] = []
 
-        def capture_next(*args: Any) -> Any:
+        def capture_next(capture: Any, nf_packet: Any, *rest: Any) -> Any:
             if flag[0]:
                 return _CAPTURE_EOF
-            return real(*args)
+            if not ready:
+                ready.append(_make_pollable(ffi, capture, poller))
+            ret = real(capture, nf_packet, *rest)
+            if ret != _CAPTURE_EMPTY or not ready[0]:
+                return ret
+            events = poller.poll(LIVE_TICK_S * 1000)
+            if events and not events[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                return _CAPTURE_EMPTY  # packets are ready: the meter calls again at once
+            if events:  # the interface is in trouble: do not spin on it
+                time.sleep(LIVE_TICK_S)
+            nf_packet.time = int(time.time() * 1000)
+            return _CAPTURE_TICK
 
         self.capture_next = capture_next
 
@@ -159,13 +199,34 @@ class _StoppableEngine:
         return value
 
 
-def _stoppable(create_engine: Any, stop: LiveStop) -> Any:
+def _make_pollable(ffi: Any, capture: Any, poller: select.poll) -> bool:
+    """Put a live libpcap handle in non-blocking mode and register its descriptor with `poller`;
+    False (and the handle left as it was) where that is not possible."""
+    import ctypes
+
+    import _lib_engine  # nfstream's engine library, which carries libpcap
+
+    try:
+        libpcap = ctypes.CDLL(_lib_engine.__file__)
+        handle = ctypes.c_void_p(int(ffi.cast("uintptr_t", capture)))
+        libpcap.pcap_get_selectable_fd.argtypes = [ctypes.c_void_p]
+        libpcap.pcap_setnonblock.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]
+        fd = libpcap.pcap_get_selectable_fd(handle)
+        if fd < 0 or libpcap.pcap_setnonblock(handle, 1, ctypes.create_string_buffer(256)) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    poller.register(fd, select.POLLIN)
+    return True
+
+
+def _live_engine(create_engine: Any, stop: LiveStop) -> Any:
     def create() -> tuple[Any, Any]:
         # runs in the meter process: Ctrl-C reaches the whole process group, but the meter must
         # keep going until the parent's stop so that it can export what it holds
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         ffi, lib = create_engine()
-        return ffi, (None if lib is None else _StoppableEngine(lib, stop))
+        return ffi, (None if lib is None else _LiveEngine(ffi, lib, stop))
 
     return create
 
@@ -208,9 +269,8 @@ def read_live(
         _live_stats = stats
         nfstream.streamer.update_performances = _record_performances
     create_engine = nfstream.meter.create_engine
-    if stop is not None:
-        # the meters are forked at the first next(): they take the wrapped engine with them
-        nfstream.meter.create_engine = _stoppable(create_engine, stop)
+    # the meters are forked at the first next(): they take the wrapped engine with them
+    nfstream.meter.create_engine = _live_engine(create_engine, stop or LiveStop())
     try:
         yield from streamer
     except ValueError as exc:

@@ -57,9 +57,10 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load_model(model: Path | None) -> FlowClassifier:
+def _load_model(model: Path | None, live: bool = False) -> FlowClassifier:
+    """The model at `model` (else the bundled one); `live`: its booster for live windows."""
     try:
-        return FlowClassifier.load(model if model is not None else default_model_dir())
+        return FlowClassifier.load(model if model is not None else default_model_dir(), live=live)
     except ModelError as exc:
         raise _fail(f"--model: {exc}", EXIT_USAGE) from exc
 
@@ -213,13 +214,17 @@ ActiveTimeoutOption = Annotated[
     int, typer.Option("--active-timeout", min=1, max=3600,
                       help="Seconds after which a live flow is exported as a window and classified.")
 ]
+IdleTimeoutOption = Annotated[
+    int, typer.Option("--idle-timeout", min=1, max=3600,
+                      help="Seconds of silence after which a live flow's window is exported.")
+]
 
 
 def _live_source(interface: str, bpf: str | None, snaplen: int, promisc: bool,
-                 active_timeout: int) -> LiveSource:
+                 active_timeout: int, idle_timeout: int) -> LiveSource:
     from flowguard.live import LiveSource
 
-    return LiveSource(interface, bpf, snaplen, promisc, active_timeout)
+    return LiveSource(interface, bpf, snaplen, promisc, active_timeout, idle_timeout=idle_timeout)
 
 
 @app.command("watch")
@@ -229,6 +234,7 @@ def watch_cmd(
     snaplen: SnaplenOption = 1536,
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
+    idle_timeout: IdleTimeoutOption = 2,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="jsonl or csv (table is for triage only).")
     ] = Format.jsonl,
@@ -258,8 +264,8 @@ def watch_cmd(
 
     if fmt is Format.table:
         raise _fail("--format table is not available for watch: use jsonl or csv", EXIT_USAGE)
-    classifier = _load_model(model)
-    source = _live_source(interface, bpf, snaplen, promisc, active_timeout)
+    classifier = _load_model(model, live=True)
+    source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout)
     publisher: Publisher | None = None
     if publish is not None:
         from flowguard.publish import Publisher
@@ -307,7 +313,8 @@ def watch_cmd(
         signal.signal(sig, on_signal)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline.start()
-    err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s); "
+    err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s, "
+              f"{idle_timeout} s idle); "
               "SIGTERM or Ctrl-C stops", markup=False)
     try:
         while not stop.wait(0.5):
@@ -346,6 +353,7 @@ def serve_cmd(
     snaplen: SnaplenOption = 1536,
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
+    idle_timeout: IdleTimeoutOption = 2,
 ) -> None:
     """Run the verdict service: stores verdicts, decides blocks, serves pull lists.
     With --interface it also captures there and ingests its own verdicts (no HTTP)."""
@@ -369,11 +377,12 @@ def serve_cmd(
     if interface is not None:
         from flowguard.service.live import attach_capture
 
-        source = _live_source(interface, bpf, snaplen, promisc, active_timeout)
-        classifier = _load_model(settings.model)
+        source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout)
+        classifier = _load_model(settings.model, live=True)
         pipeline = attach_capture(service_app.state.service, source, classifier)
         pipeline.start()
-        err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s)", markup=False)
+        err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s, "
+                  f"{idle_timeout} s idle)", markup=False)
     try:
         uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:

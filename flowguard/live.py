@@ -6,7 +6,8 @@
     pipeline.stop()           # stop capturing, classify what was queued, flush the sinks
 
 nfstream yields flows one at a time from its meter process, as their windows end (`active_timeout`,
-5 s by default here, so a long mining session or tunnel gets a verdict every few seconds). A reader
+5 s by default here, so a long mining session or tunnel gets a verdict every few seconds; and
+`idle_timeout`, 2 s, so a login exchange followed by silence is not held until the next packet). A reader
 thread puts them on a queue; the classifier takes them in batches of up to `batch_size` flows, or
 whatever arrived within `max_wait` of the first one, so a quiet link does not delay a verdict.
 No per-packet Python runs: the per-packet work stays in nfstream's engine.
@@ -19,13 +20,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from flowguard.capture import LIVE_ACTIVE_TIMEOUT, CaptureOptions, LiveStats, LiveStop, read_live
+from flowguard.capture import (
+    LIVE_ACTIVE_TIMEOUT,
+    LIVE_IDLE_TIMEOUT,
+    CaptureOptions,
+    LiveStats,
+    LiveStop,
+    live_options,
+    read_live,
+)
 from flowguard.errors import CaptureError
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.records import FlowRecord
@@ -35,6 +44,9 @@ log = logging.getLogger("flowguard.live")
 
 MAX_WAIT_S = 0.2
 """Longest a flow waits in the queue for others to fill its batch."""
+STOP_TIMEOUT_S = 60.0
+"""How long a stop waits for the flows still open to be exported and classified: about 10k flows
+a second here, so 100k open flows fit (systemd's default stop timeout is 90 s)."""
 
 Sink = Callable[[list[FlowVerdict]], None]
 """Where each batch of verdicts goes: a writer, a publisher, the service's ingest."""
@@ -52,6 +64,7 @@ class LiveSource:
     promiscuous: bool = True
     active_timeout: int = LIVE_ACTIVE_TIMEOUT
     n_meters: int = 1
+    idle_timeout: int = LIVE_IDLE_TIMEOUT
 
     @property
     def label(self) -> str:
@@ -59,8 +72,8 @@ class LiveSource:
         return f"live:{self.interface}"
 
     def options(self, model_options: CaptureOptions) -> CaptureOptions:
-        """The model's capture options with the live window."""
-        return replace(model_options, active_timeout=self.active_timeout)
+        """The model's capture options with the live windows."""
+        return live_options(model_options, self.active_timeout, self.idle_timeout)
 
 
 class _LiveCollector(Collector):
@@ -213,7 +226,7 @@ class LivePipeline:
             self.metrics.batch_wait.observe(now - t)
         self.verdicts += len(verdicts)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop capturing and return when every flow still open has been classified and handed to
         the sinks (nfstream exports them on stop, whatever their age), or after `timeout` s."""
         deadline = time.monotonic() + timeout

@@ -2,8 +2,9 @@
 
 A model directory holds:
     model.txt      LightGBM's native text dump (never a pickle: nothing loaded here runs code)
+    model-live.txt the booster for live windows (see LiveModel)
     metadata.json  version, classes, features, capture options, thresholds, training data summary,
-                   library versions and the sha256 of model.txt
+                   library versions, the sha256 of both boosters and the live one's thresholds
     metrics.json   what the training pipeline measured on its held-out sessions
 
 `FlowClassifier.load` refuses a model whose checksum, feature list or classes do not match what this
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,43 @@ import numpy as np
 
 from flowguard.capture import CaptureOptions
 from flowguard.errors import ModelError
-from flowguard.features import FEATURES, SPLT_PACKETS
+from flowguard.features import FEATURES, SPLT_PACKETS, judged
 
 CLASSES: tuple[str, ...] = ("benign", "stratum_mining", "reverse_tunnel")
 """The verdicts, in the order of the model's output columns."""
 BENIGN = 0
 METADATA_FORMAT = 1
 MODEL_FILE = "model.txt"
+LIVE_MODEL_FILE = "model-live.txt"
 METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    """The booster for live windows, shipped beside the main one (`model-live.txt`).
+
+    Live windows (5 s, or until 2 s of silence) are judged by a booster that learned from them as
+    well as from whole captures, with thresholds chosen on live windows; triage's whole flows are
+    judged by the main booster, which learned from whole captures and their early cuts only.
+    """
+
+    model_file: str
+    model_sha256: str
+    thresholds: dict[str, float]
+    capture: CaptureOptions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_file": self.model_file, "model_sha256": self.model_sha256,
+                "thresholds": self.thresholds, "capture": self.capture.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LiveModel:
+        name = str(data["model_file"])
+        if Path(name).name != name:
+            raise ValueError(f"live model_file must be a file name, got {name!r}")
+        return cls(name, str(data["model_sha256"]),
+                   {str(k): float(v) for k, v in data["thresholds"].items()},
+                   CaptureOptions.from_dict(data["capture"]))
 
 
 @dataclass(frozen=True)
@@ -47,6 +77,9 @@ class ModelMetadata:
     training_data: dict[str, Any] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    min_packets: int = 1
+    """Windows without a SYN and with fewer packets are not judged (features.MIN_JUDGED_PACKETS)."""
+    live: LiveModel | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,12 +89,14 @@ class ModelMetadata:
             "classes": list(self.classes),
             "features": list(self.features),
             "thresholds": self.thresholds,
+            "min_packets": self.min_packets,
             "capture": self.capture.to_dict(),
             "model_file": MODEL_FILE,
             "model_sha256": self.model_sha256,
             "training_data": self.training_data,
             "library_versions": self.library_versions,
             "params": self.params,
+            **({"live": self.live.to_dict()} if self.live is not None else {}),
         }
 
     @classmethod
@@ -77,12 +112,14 @@ class ModelMetadata:
                 classes=tuple(data["classes"]),
                 features=tuple(data["features"]),
                 thresholds={str(k): float(v) for k, v in data["thresholds"].items()},
+                min_packets=int(data.get("min_packets", 1)),
                 capture=CaptureOptions.from_dict(data["capture"]),
                 model_sha256=str(data["model_sha256"]),
                 created=str(data.get("created", "")),
                 training_data=dict(data.get("training_data", {})),
                 library_versions=dict(data.get("library_versions", {})),
                 params=dict(data.get("params", {})),
+                live=LiveModel.from_dict(data["live"]) if data.get("live") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{where}: metadata is incomplete or malformed ({exc})") from exc
@@ -113,9 +150,9 @@ class FlowClassifier:
     """Classifies feature matrices into CLASSES with per-class thresholds.
 
     Usage:
-        clf = FlowClassifier.load("models/2026.11.22")
-        proba = clf.predict_proba(features.vectorize(records))
-        verdicts, scores = clf.decide(proba)
+        clf = FlowClassifier.load("models/2026.11.22.2")
+        matrix = features.vectorize(records)
+        verdicts, scores = clf.decide(clf.predict_proba(matrix), matrix)
     """
 
     def __init__(self, booster: Any, metadata: ModelMetadata, path: Path | None = None) -> None:
@@ -132,8 +169,12 @@ class FlowClassifier:
         return self.metadata.classes
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> FlowClassifier:
-        """Load and check a model directory; raises ModelError on any mismatch."""
+    def load(cls, directory: str | os.PathLike[str], live: bool = False) -> FlowClassifier:
+        """Load and check a model directory; raises ModelError on any mismatch.
+
+        live: load the booster for live windows instead (LiveModel): its thresholds and capture
+        options replace the main ones in the returned classifier's metadata.
+        """
         path = Path(directory)
         meta_path = path / METADATA_FILE
         model_path = path / MODEL_FILE
@@ -146,6 +187,15 @@ class FlowClassifier:
         if not isinstance(raw, dict):
             raise ModelError(f"{meta_path}: metadata must be a JSON object")
         meta = ModelMetadata.from_dict(raw, meta_path)
+        if live:
+            if meta.live is None:
+                raise ModelError(f"{path}: model {meta.version} has no booster for live windows "
+                                 "(metadata `live`); retrain it with this version")
+            model_path = path / meta.live.model_file
+            if not model_path.is_file():
+                raise ModelError(f"{model_path}: the live booster named in the metadata is missing")
+            meta = replace(meta, thresholds=meta.live.thresholds, capture=meta.live.capture,
+                           model_sha256=meta.live.model_sha256)
         actual = sha256_file(model_path)
         if actual != meta.model_sha256:
             raise ModelError(
@@ -193,17 +243,20 @@ class FlowClassifier:
             ])
         return out
 
-    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decide(self, proba: np.ndarray, matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Verdict index and its probability per row.
 
         A row is given the non-benign class with the highest probability among those that reach
         their threshold; a row where none does is benign, scored with the benign probability.
+        With the feature `matrix`, a row too small to judge (`features.judged`) is benign too.
         """
         thresholds = np.array([self.metadata.thresholds.get(c, 0.5) for c in self.classes])
         passing = np.where(proba >= thresholds, proba, -1.0)
         passing[:, BENIGN] = -1.0
         best = passing.argmax(axis=1)
         flagged = passing[np.arange(len(best)), best] >= 0
+        if matrix is not None:
+            flagged &= judged(matrix, self.metadata.min_packets)
         verdict = np.where(flagged, best, BENIGN)
         return verdict, proba[np.arange(len(verdict)), verdict]
 

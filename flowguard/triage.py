@@ -184,7 +184,7 @@ def classify_batch(
     """Verdicts for a batch of flows from one source, in the order given."""
     matrix = vectorize(records)
     proba = classifier.predict_proba(matrix)
-    verdict_idx, score = classifier.decide(proba)
+    verdict_idx, score = classifier.decide(proba, matrix)
     flagged = np.flatnonzero(verdict_idx != BENIGN)
     reasons: list[list[Reason]] = [[] for _ in records]
     for i, why in zip(flagged, classifier.explain(matrix[flagged], verdict_idx[flagged]), strict=True):

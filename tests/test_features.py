@@ -74,9 +74,15 @@ def test_one_direction_flow_has_nan_stats_for_the_other() -> None:
 
 
 def test_addresses_and_ports_do_not_change_features() -> None:
+    """Only which end has the lower port counts (from_service_port), never the numbers."""
     a = vectorize([flow()])
-    b = vectorize([flow(src_ip="192.0.2.9", dst_ip="198.51.100.7", src_port=1, dst_port=443)])
+    b = vectorize([flow(src_ip="192.0.2.9", dst_ip="198.51.100.7", src_port=50123, dst_port=443)])
     np.testing.assert_array_equal(a, b)
+    col = FEATURES.index("from_service_port")
+    assert a[0, col] == 0.0
+    c = vectorize([flow(src_port=22, dst_port=40000)])  # a window that begins at the server
+    assert c[0, col] == 1.0
+    np.testing.assert_array_equal(np.delete(a, col, axis=1), np.delete(c, col, axis=1))
 
 
 def test_app_family_folds_ndpi_names() -> None:

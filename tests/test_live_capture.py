@@ -76,7 +76,7 @@ def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -
     watch = subprocess.Popen(
         ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
          "--active-timeout", "2", "--format", "jsonl", "--output", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def flows_after(t_ms: float) -> int:
         if not out.exists():
@@ -103,14 +103,20 @@ def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -
         assert watch.poll() is None, f"watch exited when the interface went down: {watch.stderr}"
         assert wait_for_flows(back_up_ms, 40), "no verdicts for traffic after the interface came back up"
     finally:
-        watch.send_signal(signal.SIGTERM)
-        try:
-            _, err = watch.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            watch.kill()
-            _, err = watch.communicate()
+        err = _stop(watch, 15)
     assert watch.returncode == 0, err
     assert "Traceback" not in err
+
+
+def _stop(watch: subprocess.Popen[str], timeout: float) -> str:
+    """SIGTERM watch (signalled already or not) and collect its stderr; past `timeout`, kill its
+    whole process group (nfstream's meter holds the pipe too)."""
+    watch.send_signal(signal.SIGTERM)
+    try:
+        return watch.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(watch.pid, signal.SIGKILL)
+        return watch.communicate()[1] + f"\n(killed: still running {timeout} s after SIGTERM)"
 
 
 ONE_SHOT = f"""
@@ -120,35 +126,65 @@ s.sendall(b'hello'); s.recv(64)
 """
 
 
+def _echo_flows(out: Path) -> list[dict]:
+    if not out.exists():
+        return []
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line]
+    return [r for r in rows if r["protocol"] == 6 and 7007 in (r["dst_port"], r["src_port"])]
+
+
 def test_sigterm_writes_the_flows_still_open(link: None, tmp_path: Path) -> None:
-    """A short connection ends quietly (no export before idle_timeout, 180 s) and a long one is
-    mid-window (active_timeout 600 s): on SIGTERM both are exported, classified and written."""
+    """A short connection has ended and a long one is mid-window, both well within their timeouts
+    (600 s): on SIGTERM both are exported, classified and written."""
     out = tmp_path / "verdicts.jsonl"
     subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
     watch = subprocess.Popen(
         ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
-         "--active-timeout", "600", "--format", "jsonl", "--output", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
+         "--active-timeout", "600", "--idle-timeout", "600", "--format", "jsonl", "--output", str(out)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
     chatter = None
     try:
         time.sleep(2)
         sh("ip", "netns", "exec", NS_A, sys.executable, "-c", ONE_SHOT)
         chatter = subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", CHATTER])
         time.sleep(3)
-        assert not out.exists() or not out.read_text().strip(), "flows exported before the stop"
+        assert not _echo_flows(out), "flows exported before the stop"
     finally:
-        watch.send_signal(signal.SIGTERM)
-        try:
-            _, err = watch.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            watch.kill()
-            _, err = watch.communicate()
+        err = _stop(watch, 20)
         if chatter is not None:
             chatter.kill()
     assert watch.returncode == 0, err
-    rows = [json.loads(line) for line in out.read_text().splitlines() if line]
-    conns = [r for r in rows if r["protocol"] == 6 and 7007 in (r["dst_port"], r["src_port"])]
-    assert len(conns) == 2, rows
+    conns = _echo_flows(out)
+    assert len(conns) == 2, out.read_text()
     packets = sorted(r["packets"] for r in conns)
     assert packets[0] >= 3 and packets[1] >= 10, packets  # the one-shot, then ~10 echoes of chatter
     assert all(r["verdict"] in ("benign", "stratum_mining", "reverse_tunnel") for r in conns)
+
+
+def test_quiet_link_still_exports_idle_flows_and_stops(link: None, tmp_path: Path) -> None:
+    """With no traffic after a short connection (IPv6 off, so no neighbour discovery either), the
+    flow is still exported once idle (2 s) and a SIGTERM still ends the capture at once: libpcap
+    alone would block in its read until the next packet."""
+    for ns in (NS_A, NS_B):
+        sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+    out = tmp_path / "verdicts.jsonl"
+    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
+         "--format", "jsonl", "--output", str(out)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        time.sleep(2)
+        sh("ip", "netns", "exec", NS_A, sys.executable, "-c", ONE_SHOT)
+        ended = time.monotonic()
+        while not _echo_flows(out) and time.monotonic() - ended < 15:
+            time.sleep(0.2)
+        exported_after = time.monotonic() - ended
+        assert _echo_flows(out), "the idle flow was not exported on a quiet link"
+        assert exported_after < 6, exported_after  # idle 2 s, a 0.25 s tick, a 0.2 s batch
+    finally:
+        stopping = time.monotonic()
+        err = _stop(watch, 20)
+    assert watch.returncode == 0, err
+    assert time.monotonic() - stopping < 5, err
+    assert "did not end" not in err

@@ -258,6 +258,12 @@ def test_live_appliance_blocks_miner_and_tunnel(lab: Lab, tmp_path: Path) -> Non
              if POOL in (v["src_ip"], v["dst_ip"])]
     miner_counts = {c: miner.count(c) for c in sorted(set(miner))}
     print(f"miner flow windows classified: {miner_counts}")
+    for v in sorted(json.loads(verdicts or '{"verdicts": []}').get("verdicts", []),
+                    key=lambda v: v["first_seen_ms"]):
+        if POOL in (v["src_ip"], v["dst_ip"]) or SSHD in (v["src_ip"], v["dst_ip"]):
+            print(f"  {v['src_ip']}:{v['src_port']} > {v['dst_ip']}:{v['dst_port']} "
+                  f"{v['packets']} packets, {v['last_seen_ms'] - v['first_seen_ms']} ms: "
+                  f"{v['verdict']} {v['scores']}")
     # the appliance saw both connections through the mirror and classified them
     seen = json.loads(verdicts or '{"verdicts": []}').get("verdicts", [])
     for addr in (POOL, SSHD):

@@ -58,6 +58,57 @@ def test_decide_applies_thresholds(classifier: FlowClassifier) -> None:
     assert tunnel <= 1.0
 
 
+def test_decide_leaves_windows_too_small_to_judge_benign(classifier: FlowClassifier) -> None:
+    """A mid-connection window (no SYN) of fewer than min_packets packets is benign whatever its
+    scores; with a SYN, or with enough packets, it is judged."""
+    x = np.zeros((3, len(FEATURES)), dtype=np.float32)
+    syn, packets = FEATURES.index("syn_packets"), FEATURES.index("packets")
+    small = classifier.metadata.min_packets - 1
+    x[0, packets] = small
+    x[1, packets], x[1, syn] = small, 1
+    x[2, packets] = small + 1
+    proba = np.tile([0.0, 1.0, 0.0], (3, 1))
+    verdict, _ = classifier.decide(proba, x)
+    assert [CLASSES[v] for v in verdict] == ["benign", "stratum_mining", "stratum_mining"]
+    assert classifier.metadata.min_packets >= 2
+
+
+def test_live_booster_loads_with_its_own_thresholds_and_windows(classifier: FlowClassifier) -> None:
+    live = FlowClassifier.load(classifier.path, live=True)
+    meta = classifier.metadata
+    assert meta.live is not None
+    assert live.metadata.thresholds == meta.live.thresholds
+    assert live.metadata.capture == meta.live.capture
+    assert live.metadata.capture.active_timeout < meta.capture.active_timeout
+    assert live.booster is not classifier.booster
+    x = np.random.default_rng(1).uniform(0, 1000, size=(20, len(FEATURES))).astype(np.float32)
+    assert not np.allclose(live.predict_proba(x), classifier.predict_proba(x))
+
+
+def test_tampered_live_booster_is_refused(model_copy: Path) -> None:
+    with (model_copy / "model-live.txt").open("a") as fh:
+        fh.write("\n")
+    FlowClassifier.load(model_copy)  # the main booster is still fine
+    with pytest.raises(ModelError, match="checksum"):
+        FlowClassifier.load(model_copy, live=True)
+    (model_copy / "model-live.txt").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        FlowClassifier.load(model_copy, live=True)
+    meta = json.loads((model_copy / "metadata.json").read_text())
+    del meta["live"]
+    (model_copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="no booster for live windows"):
+        FlowClassifier.load(model_copy, live=True)
+
+
+def test_live_booster_name_cannot_leave_the_model_directory(model_copy: Path) -> None:
+    meta = json.loads((model_copy / "metadata.json").read_text())
+    meta["live"]["model_file"] = "../../etc/passwd"
+    (model_copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="malformed"):
+        FlowClassifier.load(model_copy, live=True)
+
+
 def test_tampered_model_file_is_refused(model_copy: Path) -> None:
     with (model_copy / "model.txt").open("a") as fh:
         fh.write("\n")

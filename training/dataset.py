@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowguard.capture import CaptureOptions, read_flows
+from flowguard.capture import CaptureOptions, live_options, read_flows
 from flowguard.errors import CaptureError
 from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
@@ -30,6 +30,10 @@ CUTS_S = (30, 60, 120, 200)
 so a cut shows the model flows of every age, as a short capture or a live early verdict would."""
 CUTS_PACKETS = (10, 20, 50)
 """... and each connection's first N packets: what is known of a flow N packets in."""
+LIVE_VIEW = "live"
+"""... and the whole capture cut into the windows a live capture makes (`capture.live_options`: a
+window ends after 5 s, or after 2 s of silence), which begin mid-connection with whichever end
+spoke next. Corpus captures are read this way too."""
 
 
 @dataclass
@@ -43,23 +47,27 @@ class Table:
     scenarios: list[str]
     sources: list[str]
     first_packets: np.ndarray  # packets in the flow window (for early-verdict curves)
-    views: list[str] = field(default_factory=list)  # "full", "cutN" (seconds) or "pktN" (packets) read
+    views: list[str] = field(default_factory=list)  # "full", "cutN" (seconds), "pktN" (packets), "live"
     ports: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
     """The server port of each row's conversation (0 for the corpus): for leave-port-out evaluation
     only, never a feature."""
     summary: dict[str, object] = field(default_factory=dict)
+    ends_s: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    """Seconds from the first packet of the row's connection (in the same view) to the row's last
+    packet: when a verdict on that window was possible. For time-to-detection curves."""
 
     def subset(self, mask: np.ndarray) -> Table:
         idx = np.flatnonzero(mask)
         return Table(self.X[idx], self.y[idx], [self.groups[i] for i in idx],
                      [self.scenarios[i] for i in idx], [self.sources[i] for i in idx],
-                     self.first_packets[idx], [self.views[i] for i in idx], self.ports[idx])
+                     self.first_packets[idx], [self.views[i] for i in idx], self.ports[idx],
+                     ends_s=self.ends_s[idx])
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
                             scenarios=np.array(self.scenarios), sources=np.array(self.sources),
                             first_packets=self.first_packets, views=np.array(self.views),
-                            ports=self.ports,
+                            ports=self.ports, ends_s=self.ends_s,
                             summary=np.array(json.dumps(self.summary)), features=np.array(FEATURES))
 
     @classmethod
@@ -69,7 +77,7 @@ class Table:
             raise ValueError(f"{path}: built with other features; rebuild it")
         return cls(z["X"], z["y"], z["groups"].tolist(), z["scenarios"].tolist(),
                    z["sources"].tolist(), z["first_packets"], z["views"].tolist(),
-                   z["ports"], json.loads(str(z["summary"])))
+                   z["ports"], json.loads(str(z["summary"])), z["ends_s"])
 
 
 def cut_capture(src: Path, dst: Path, seconds: float) -> None:
@@ -132,6 +140,16 @@ def _conn_key(frame: bytes) -> tuple | None:
     return (proto, *sorted(((a, pa), (b, pb))))
 
 
+def since_connection_start(flows: list) -> np.ndarray:
+    """Per flow (window), seconds from its connection's first packet among `flows` to its last."""
+    keys = [(f.protocol, *sorted(((f.src_ip, f.src_port), (f.dst_ip, f.dst_port)))) for f in flows]
+    start: dict[tuple, int] = {}
+    for f, k in zip(flows, keys, strict=True):
+        start[k] = min(start.get(k, f.bidirectional_first_seen_ms), f.bidirectional_first_seen_ms)
+    return np.array([(f.bidirectional_last_seen_ms - start[k]) / 1000.0
+                     for f, k in zip(flows, keys, strict=True)], dtype=np.float64)
+
+
 def label_run(
     run_dir: Path, options: CaptureOptions, capture: Path | None = None
 ) -> tuple[list, list[tuple[str, str, str, int]], Counter]:
@@ -157,7 +175,7 @@ def label_run(
 
 
 def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
-    Xs, ys, groups, scen, srcs, pk, ports = [], [], [], [], [], [], []
+    Xs, ys, groups, scen, srcs, pk, ports, ends = [], [], [], [], [], [], [], []
     data_hashes: dict[str, str] = {}
     skipped_total: Counter = Counter()
     views: list[str] = []
@@ -166,14 +184,15 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         data_hashes[f"{run.name}/labels.json"] = sha256(run / "labels.json")
         with tempfile.TemporaryDirectory() as tmp:
             cuts = [("full", None), *((f"cut{c}", c) for c in CUTS_S),
-                    *((f"pkt{n}", n) for n in CUTS_PACKETS)]
+                    *((f"pkt{n}", n) for n in CUTS_PACKETS), (LIVE_VIEW, None)]
             for view, amount in cuts:
                 capture = None
                 if amount is not None:
                     capture = Path(tmp) / f"{view}.pcap"
                     cutter = cut_capture if view.startswith("cut") else packet_cut
                     cutter(run / "capture.pcap", capture, amount)
-                flows, tags, skipped = label_run(run, options, capture)
+                view_options = live_options(options) if view == LIVE_VIEW else options
+                flows, tags, skipped = label_run(run, view_options, capture)
                 if view == "full":
                     skipped_total.update(skipped)
                 if not flows:
@@ -186,27 +205,31 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                 pk.extend(f.bidirectional_packets for f in flows)
                 views.extend([view] * len(tags))
                 ports.extend(t[3] for t in tags)
+                ends.append(since_connection_start(flows))
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
         for path in sorted(corpus.iterdir()):
             if not sniff_format(path):
                 continue
             try:
-                flows = list(read_flows(path, options))
+                reads = [("full", list(read_flows(path, options))),
+                         (LIVE_VIEW, list(read_flows(path, live_options(options))))]
             except CaptureError:
                 continue
             corpus_files += 1
             data_hashes[f"corpus/{path.name}"] = sha256(path)
-            if not flows:
-                continue
-            Xs.append(vectorize(flows))
-            ys.extend([0] * len(flows))
-            groups.extend([f"corpus/{path.name}"] * len(flows))
-            scen.extend(["corpus"] * len(flows))
-            srcs.extend([f"corpus/{path.name}"] * len(flows))
-            pk.extend(f.bidirectional_packets for f in flows)
-            views.extend(["full"] * len(flows))
-            ports.extend([0] * len(flows))
+            for view, flows in reads:
+                if not flows:
+                    continue
+                Xs.append(vectorize(flows))
+                ys.extend([0] * len(flows))
+                groups.extend([f"corpus/{path.name}"] * len(flows))
+                scen.extend(["corpus"] * len(flows))
+                srcs.extend([f"corpus/{path.name}"] * len(flows))
+                pk.extend(f.bidirectional_packets for f in flows)
+                views.extend([view] * len(flows))
+                ports.extend([0] * len(flows))
+                ends.append(since_connection_start(flows))
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
     summary = {
@@ -223,7 +246,8 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     }
     summary["rows_per_view"] = dict(Counter(views))
     return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views,
-                 np.array(ports, dtype=np.int32), summary)
+                 np.array(ports, dtype=np.int32), summary,
+                 np.concatenate(ends) if ends else np.empty(0, dtype=np.float64))
 
 
 def feedback_table(path: Path, options: CaptureOptions, pcap_root: Path | None = None) -> Table:
@@ -269,6 +293,7 @@ def feedback_table(path: Path, options: CaptureOptions, pcap_root: Path | None =
         np.array([f.bidirectional_packets for f in flows], dtype=np.int64), ["full"] * len(tags),
         np.array([t[2] for t in tags], dtype=np.int32),
         {"feedback_rows": len(tags), "feedback_skipped": dict(skipped), "feedback_sha256": sha256(path)},
+        np.array([f.bidirectional_duration_ms / 1000.0 for f in flows], dtype=np.float64),
     )
 
 
@@ -277,4 +302,5 @@ def concat(a: Table, b: Table) -> Table:
     return Table(np.vstack([a.X, b.X]), np.concatenate([a.y, b.y]), a.groups + b.groups,
                  a.scenarios + b.scenarios, a.sources + b.sources,
                  np.concatenate([a.first_packets, b.first_packets]), a.views + b.views,
-                 np.concatenate([a.ports, b.ports]), {**a.summary, **b.summary})
+                 np.concatenate([a.ports, b.ports]), {**a.summary, **b.summary},
+                 np.concatenate([a.ends_s, b.ends_s]))

@@ -47,7 +47,7 @@ HELD_OUT: dict[str, tuple[str, Selector]] = {
 }
 
 
-def leave_one_out(table: Table, thresholds: dict[str, float], seed: int) -> dict[str, Any]:
+def leave_one_out(table: Table, thresholds: train.Thresholds, seed: int) -> dict[str, Any]:
     """Retrain without each family and report session recall on it (full captures and early cuts)."""
     scen = table.scenarios
     ports = table.ports.tolist()
@@ -57,15 +57,16 @@ def leave_one_out(table: Table, thresholds: dict[str, float], seed: int) -> dict
         if not held.any():
             out[name] = {"sessions": 0, "note": "no such sessions in the data"}
             continue
-        booster = train.fit_table(table.subset(~held), seed)
-        pred = train.decide(booster.predict(table.X[held]), thresholds)
+        fitted = table.subset(~held)
+        boosters = {kind: train.fit_table(fitted, seed, kind) for kind in train.KINDS}
         test = table.subset(held)
+        pred = train.decide_all(train.predict(boosters, test), thresholds, test)
         cls = CLASSES.index(label)
         groups = np.array(test.groups)
         views = np.array(test.views)
         result: dict[str, Any] = {"class": label}
         for view_name, mask in (("full", views == "full"), ("first_20_packets", views == "pkt20"),
-                                ("first_60_seconds", views == "cut60")):
+                                ("first_60_seconds", views == "cut60"), ("live_windows", views == "live")):
             ids = np.unique(groups[mask & (test.y == cls)])
             hit = sum((pred[mask & (groups == s)] == cls).any() for s in ids)
             recall = round(hit / len(ids), 4) if len(ids) else None
@@ -120,6 +121,32 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
+def live_section(live: dict[str, Any] | None) -> list[str]:
+    """The model card's lines on live windows (the `live` view, judged by model-live.txt), none if
+    the table had none."""
+    if not live:
+        return []
+    ttd = live["time_to_detect"]
+    steps = list(ttd["stratum_mining"]["within_s"])
+    lines = [
+        "## Live windows",
+        "The lab captures and the corpus read as a live capture cuts them (a window ends after 5 s, "
+        "or after 2 s of silence), scored out-of-fold by the live booster.",
+        "",
+        f"- Corpus windows flagged: {live['corpus_false_positives']} of {live['corpus_flows']}; "
+        f"lab benign windows flagged: {live['lab_benign_flow_fpr']} (rate).",
+        "- Session recall by how long after its connection's first packet the first flagged window "
+        "ended (a live verdict follows within about 0.2 s):",
+        "",
+        "| class | sessions | " + " | ".join(f"<= {t} s" for t in steps) + " | median |",
+        "|---|---|" + "---|" * (len(steps) + 1),
+    ]
+    for c, v in ttd.items():
+        lines.append(f"| {c} | {v['sessions']} | " + " | ".join(str(v["within_s"][t]) for t in steps)
+                     + f" | {v['median_s']} s |")
+    return [*lines, ""]
+
+
 def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any]) -> str:
     td = meta["training_data"]
     pcf = report["per_class_flows"]
@@ -142,8 +169,15 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "## Method",
         f"- Features: {len(meta['features'])}; capture options: {meta['capture']}.",
         f"- Parameters: {meta['params']}.",
-        "- Sample weights: each class weighs the same, and each session within its class.",
-        f"- Thresholds (out-of-fold, corpus false-positive budget 1/5000 flows): {meta['thresholds']}.",
+        "- Sample weights: each class weighs the same, and each session within its class; a "
+        "session's live windows weigh as much together as its other rows.",
+        f"- Thresholds (out-of-fold, corpus false-positive budget 1/5000 flows): {meta['thresholds']}; "
+        f"for live windows (model-live.txt): {meta['live']['thresholds']}.",
+        f"- A window that does not open its connection (no SYN) and holds fewer than "
+        f"{meta['min_packets']} packets is not judged: its verdict is benign.",
+        "- Two boosters: `model.txt` learned from whole captures and their early cuts and judges "
+        "triage's flows; `model-live.txt` learned from those and from live windows, and judges "
+        "live windows.",
         f"- Evaluation: {report['evaluation']}.",
         "",
         "## Metrics (grouped cross-validation, whole captures)",
@@ -186,18 +220,21 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "",
         "![recall by seconds](recall_by_seconds.png) ![recall by packets](recall_by_packets.png)",
         "",
+        *live_section(report.get("live")),
         "## Leave one scenario out",
         "Retrained without the family, then scored on it (session recall).",
         "",
-        "| held out | class | sessions | recall (whole) | recall (first 20 packets) | recall (first 60 s) |",
-        "|---|---|---|---|---|---|",
+        "| held out | class | sessions | recall (whole) | recall (first 20 packets) | recall (first 60 s) "
+        "| recall (live windows) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in loso.items():
         if not r.get("sessions", 1):
-            lines.append(f"| {name} | | 0 | | | |")
+            lines.append(f"| {name} | | 0 | | | | |")
             continue
         lines.append(f"| {name} | {r['class']} | {r['full']['sessions']} | {r['full']['recall']} | "
-                     f"{r['first_20_packets']['recall']} | {r['first_60_seconds']['recall']} |")
+                     f"{r['first_20_packets']['recall']} | {r['first_60_seconds']['recall']} | "
+                     f"{r.get('live_windows', {}).get('recall')} |")
     lines += [
         "",
         "## Known limits",
@@ -219,11 +256,11 @@ def run(table: Table, model_dir: Path, folds: int = 5, seed: int = 7,
         proba: np.ndarray | None = None) -> dict[str, Any]:
     """Evaluate the model in model_dir on table; `proba`: out-of-fold scores already computed
     with the same folds and seed (training passes its own)."""
-    clf = FlowClassifier.load(model_dir)
-    thresholds = clf.metadata.thresholds
+    thresholds = {"offline": FlowClassifier.load(model_dir).metadata.thresholds,
+                  "live": FlowClassifier.load(model_dir, live=True).metadata.thresholds}
     if proba is None:
         proba = train.out_of_fold(table, folds, seed)
-    report = train.metrics(table, train.decide(proba, thresholds))
+    report = train.metrics(table, train.decide_all(proba, thresholds, table))
     report["evaluation"] = (f"{folds}-fold StratifiedGroupKFold by capture session, seed {seed}, "
                             f"thresholds {thresholds}")
     loso = leave_one_out(table, thresholds, seed)

@@ -6,8 +6,12 @@
    corpus, with the capture options and features triage uses;
 2. evaluates with grouped cross-validation: folds are split by capture session, so no session has
    flows on both sides (StratifiedGroupKFold); thresholds are chosen on those out-of-fold scores;
-3. trains the final model on everything and writes models/<version>/ (model.txt, metadata.json,
-   metrics.json) and models/CURRENT.
+3. trains the final boosters on everything and writes models/<version>/ (model.txt, model-live.txt,
+   metadata.json, metrics.json) and models/CURRENT.
+
+Two boosters (KINDS): `offline` learns from whole captures and their early cuts and judges
+triage's flows; `live` learns from those and from the live windows too, and judges live windows.
+Trained together on the live windows, the offline booster generalized worse to held-out families.
 
 Seeded throughout: the same data and seed give the same model.
 """
@@ -28,10 +32,18 @@ import sklearn
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedGroupKFold
 
-from flowguard.capture import CaptureOptions, library_versions
-from flowguard.features import CATEGORICAL, FEATURES
-from flowguard.model import CLASSES, MODEL_FILE, FlowClassifier, ModelMetadata, sha256_file
-from training.dataset import Table, build, concat, feedback_table
+from flowguard.capture import CaptureOptions, library_versions, live_options
+from flowguard.features import CATEGORICAL, FEATURES, MIN_JUDGED_PACKETS, judged
+from flowguard.model import (
+    CLASSES,
+    LIVE_MODEL_FILE,
+    MODEL_FILE,
+    FlowClassifier,
+    LiveModel,
+    ModelMetadata,
+    sha256_file,
+)
+from training.dataset import LIVE_VIEW, Table, build, concat, feedback_table
 
 PARAMS: dict[str, Any] = {
     "objective": "multiclass",
@@ -54,15 +66,20 @@ predict (about 7 us a flow) and 12x faster to explain (pred_contrib, about 0.4 m
 MIN_THRESHOLD = 0.5
 
 
-def weights(y: np.ndarray, groups: list[str]) -> np.ndarray:
+def weights(y: np.ndarray, groups: list[str], views: list[str] | None = None) -> np.ndarray:
     """Each class weighs the same in total, and within a class each session weighs the same:
-    a long session cut into many windows must not drown out short ones."""
+    a long session cut into many windows must not drown out short ones. Within a session, its
+    live windows (many small ones) weigh as much together as its other rows."""
     g = np.array(groups)
+    part = np.array(views) == LIVE_VIEW if views is not None else np.zeros(len(y), dtype=bool)
     w = np.zeros(len(y), dtype=np.float64)
     for c in np.unique(y):
         in_c = y == c
-        sessions, inverse, counts = np.unique(g[in_c], return_inverse=True, return_counts=True)
-        w[in_c] = 1.0 / (len(sessions) * counts[inverse])
+        sessions, inverse = np.unique(g[in_c], return_inverse=True)
+        keys = inverse * 2 + part[in_c]
+        _, key_inverse, key_counts = np.unique(keys, return_inverse=True, return_counts=True)
+        parts_per_session = np.bincount(np.unique(keys) // 2, minlength=len(sessions))
+        w[in_c] = 1.0 / (len(sessions) * parts_per_session[inverse] * key_counts[key_inverse])
     return w * len(y) / w.sum()
 
 
@@ -78,27 +95,53 @@ first 20 packets of an SSH connection are its handshake, the same whichever way 
 
 
 def trainable(table: Table) -> np.ndarray:
-    """Rows to learn from: all but the UNKNOWABLE_VIEWS of their class."""
+    """Rows to learn from: all but the UNKNOWABLE_VIEWS of their class, and the windows too small
+    to judge (features.judged: their verdict is benign whatever the model says)."""
     views = np.array(table.views)
-    keep = np.ones(len(table.y), dtype=bool)
+    keep = judged(table.X)
     for cls, unknowable in UNKNOWABLE_VIEWS.items():
         keep &= ~((table.y == CLASSES.index(cls)) & np.isin(views, unknowable))
     return keep
 
 
-def fit_table(table: Table, seed: int) -> lgb.Booster:
-    t = table.subset(trainable(table))
-    return fit(t.X, t.y, weights(t.y, t.groups), seed)
+KINDS = ("offline", "live")
+
+
+def scored_on(table: Table, kind: str) -> np.ndarray:
+    """Rows a booster of `kind` judges: live windows for `live`, every other view for `offline`."""
+    live = np.array(table.views) == LIVE_VIEW
+    return live if kind == "live" else ~live
+
+
+def fit_table(table: Table, seed: int, kind: str = "offline") -> lgb.Booster:
+    """A booster of `kind` on the table's trainable rows (`offline`: all but live windows)."""
+    keep = trainable(table)
+    if kind == "offline":
+        keep &= scored_on(table, "offline")
+    t = table.subset(keep)
+    return fit(t.X, t.y, weights(t.y, t.groups, t.views), seed)
+
+
+def predict(boosters: dict[str, lgb.Booster], table: Table) -> np.ndarray:
+    """Each row scored by the booster of its kind."""
+    proba = np.zeros((len(table.y), len(CLASSES)))
+    for kind, booster in boosters.items():
+        rows = scored_on(table, kind)
+        if rows.any():
+            proba[rows] = booster.predict(table.X[rows])
+    return proba
 
 
 def out_of_fold(table: Table, folds: int, seed: int) -> np.ndarray:
+    """Scores of every row by boosters trained without its fold (its kind's booster)."""
     proba = np.zeros((len(table.y), len(CLASSES)))
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_idx, test_idx in cv.split(table.X, table.y, table.groups):
         mask = np.zeros(len(table.y), dtype=bool)
         mask[train_idx] = True
-        booster = fit_table(table.subset(mask), seed)
-        proba[test_idx] = booster.predict(table.X[test_idx])
+        fitted = table.subset(mask)
+        boosters = {kind: fit_table(fitted, seed, kind) for kind in KINDS}
+        proba[test_idx] = predict(boosters, table.subset(~mask))
     return proba
 
 
@@ -110,10 +153,14 @@ LAB_FP_BUDGET = 0.005
 """... and at most this share of the lab's benign look-alike flows."""
 
 
-def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) -> dict[str, float]:
+def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str],
+                      judgeable: np.ndarray | None = None) -> dict[str, float]:
     """Per class, the lowest threshold of THRESHOLD_GRID whose out-of-fold false positives
     stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET. Out-of-fold scores are pessimistic: the model
-    that scored a corpus file never saw it, while the shipped model is trained on all of them."""
+    that scored a corpus file never saw it, while the shipped model is trained on all of them.
+    Rows not `judgeable` are never flagged, whatever their score."""
+    if judgeable is not None:
+        proba = np.where(judgeable[:, None], proba, 0.0)
     corpus = np.array([s == "corpus" for s in scenarios])
     lab_benign = (y == 0) & ~corpus
     allowed_corpus = int(CORPUS_FP_BUDGET * corpus.sum())
@@ -131,9 +178,34 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str]) ->
     return out
 
 
-def decide(proba: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    meta = ModelMetadata("eval", CLASSES, FEATURES, thresholds, CaptureOptions(), "")
-    return FlowClassifier(None, meta).decide(proba)[0]
+def decide(proba: np.ndarray, thresholds: dict[str, float], X: np.ndarray) -> np.ndarray:
+    meta = ModelMetadata("eval", CLASSES, FEATURES, thresholds, CaptureOptions(), "",
+                         min_packets=MIN_JUDGED_PACKETS)
+    return FlowClassifier(None, meta).decide(proba, X)[0]
+
+
+Thresholds = dict[str, dict[str, float]]
+"""Per booster kind, per class."""
+
+
+def choose_all_thresholds(proba: np.ndarray, table: Table) -> Thresholds:
+    """Each kind's thresholds, chosen on the rows it judges."""
+    out = {}
+    for kind in KINDS:
+        m = scored_on(table, kind)
+        out[kind] = choose_thresholds(proba[m], table.y[m], list(np.array(table.scenarios)[m]),
+                                      judged(table.X[m]))
+    return out
+
+
+def decide_all(proba: np.ndarray, thresholds: Thresholds, table: Table) -> np.ndarray:
+    """Verdicts of every row, each with its kind's thresholds."""
+    pred = np.zeros(len(table.y), dtype=np.int64)
+    for kind in KINDS:
+        m = scored_on(table, kind)
+        if m.any():
+            pred[m] = decide(proba[m], thresholds[kind], table.X[m])
+    return pred
 
 
 def metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
@@ -142,7 +214,34 @@ def metrics(table: Table, pred: np.ndarray) -> dict[str, Any]:
     full = views == "full"
     report = session_metrics(table.subset(full), pred[full])
     report["early"] = early_recall(table, pred)
+    live = views == LIVE_VIEW
+    if live.any():
+        report["live"] = {**session_metrics(table.subset(live), pred[live]),
+                          "time_to_detect": time_to_detect(table.subset(live), pred[live])}
     return report
+
+
+DETECT_WITHIN_S = (3, 5, 10, 30, 60, 120, 300)
+
+
+def time_to_detect(table: Table, pred: np.ndarray) -> dict[str, Any]:
+    """Per class, over sessions, the share whose first flagged live window had ended within N seconds
+    of its connection's first packet (ends_s): when a live capture could have given the verdict,
+    before the 0.2 s batching and the firewall's own delay."""
+    groups = np.array(table.groups)
+    out: dict[str, Any] = {}
+    for i, c in enumerate(CLASSES[1:], start=1):
+        ids = np.unique(groups[table.y == i])
+        first: list[float] = []
+        for g in ids:
+            hit = (groups == g) & (pred == i)
+            first.append(float(table.ends_s[hit].min()) if hit.any() else np.inf)
+        arr = np.array(first)
+        out[c] = {"sessions": len(ids),
+                  "within_s": {str(t): round(float((arr <= t).mean()), 4) if len(arr) else None
+                               for t in DETECT_WITHIN_S},
+                  "median_s": round(float(np.median(arr)), 2) if np.isfinite(arr).any() else None}
+    return out
 
 
 def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
@@ -153,7 +252,7 @@ def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, c in enumerate(CLASSES[1:], start=1):
         by_cut: dict[str, dict[str, Any]] = {"by_seconds_read": {}, "by_packets_read": {}}
-        for view in sorted(set(table.views) - {"full"}, key=lambda v: int(v[3:])):
+        for view in sorted(set(table.views) - {"full", LIVE_VIEW}, key=lambda v: int(v[3:])):
             m = (views == view) & (table.y == i)
             ids = np.unique(groups[m])
             hit = sum((pred[m & (groups == g)] == i).any() for g in ids)
@@ -246,17 +345,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{table.summary.get('sessions_per_class')}, feedback {table.summary.get('feedback_rows', 0)}",
           file=sys.stderr)
     proba = out_of_fold(table, a.folds, a.seed)
-    thresholds = choose_thresholds(proba, table.y, table.scenarios)
-    report = metrics(table, decide(proba, thresholds))
+    thresholds = choose_all_thresholds(proba, table)
+    report = metrics(table, decide_all(proba, thresholds, table))
     report["evaluation"] = (f"{a.folds}-fold StratifiedGroupKFold by capture session, seed {a.seed}; "
                             "thresholds chosen on the same out-of-fold scores")
-    booster = fit_table(table, a.seed)
     out = a.models / a.version
     out.mkdir(parents=True, exist_ok=True)
-    booster.save_model(str(out / MODEL_FILE))
+    fit_table(table, a.seed, "offline").save_model(str(out / MODEL_FILE))
+    fit_table(table, a.seed, "live").save_model(str(out / LIVE_MODEL_FILE))
     summary = {k: v for k, v in table.summary.items() if k != "files_sha256"}
+    live = LiveModel(LIVE_MODEL_FILE, sha256_file(out / LIVE_MODEL_FILE), thresholds["live"],
+                     live_options(options))
     meta = ModelMetadata(
-        version=a.version, classes=CLASSES, features=FEATURES, thresholds=thresholds, capture=options,
+        version=a.version, classes=CLASSES, features=FEATURES, thresholds=thresholds["offline"],
+        capture=options,
         model_sha256=sha256_file(out / MODEL_FILE),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         training_data=summary,
@@ -264,11 +366,14 @@ def main(argv: list[str] | None = None) -> int:
                           "scikit-learn": sklearn.__version__, "python": platform.python_version(),
                           **library_versions()},
         params={**PARAMS, "rounds": ROUNDS, "seed": a.seed},
+        min_packets=MIN_JUDGED_PACKETS,
+        live=live,
     )
     (out / "metadata.json").write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     (a.models / "CURRENT").write_text(a.version + "\n")
     FlowClassifier.load(out)  # the written model must pass its own checks
+    FlowClassifier.load(out, live=True)
     if not a.no_evaluate:
         from training import evaluate
 

@@ -103,6 +103,16 @@ class BlocklistCache:
         self._writes = -1  # store.writes when the feed was last checked against the database
         self._lock = threading.Lock()
 
+    def cached(self) -> Feed | None:
+        """The feed if it is surely current without asking the database (nothing was written since
+        it was checked and no decision has expired), else None: a check for the event loop."""
+        feed = self._feed
+        if feed is None or self.store.writes != self._writes:
+            return None
+        if feed.valid_until is not None and self.clock() >= feed.valid_until:
+            return None
+        return feed
+
     def get(self) -> Feed:
         now = self.clock()
         feed, writes = self._feed, self.store.writes

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from flowguard import __version__
@@ -227,21 +228,28 @@ def _conditional(request: Request, svc: Service, feed: Feed, kind: str, media_ty
     return Response(feed.body(kind), media_type=media_type, headers=headers)
 
 
+async def _feed(svc: Service) -> Feed:
+    """The current blocklist feed: from memory on the event loop when it is surely current (the
+    common case under load), else checked or rendered against the database in the threadpool."""
+    feed = svc.feeds.cached()
+    return feed if feed is not None else await run_in_threadpool(svc.feeds.get)
+
+
 @router.get("/v1/blocklist.txt", tags=["pull lists"], response_class=Response,
             summary="Blocked addresses, one per line", responses={304: {"description": "Not modified"}})
-def blocklist_txt(
+async def blocklist_txt(
     request: Request, svc: Svc, _: Reader,
     comments: Annotated[bool, Query(description="Add ` # scenario until ISO-time` to each line")] = True,
 ) -> Response:
-    feed = svc.feeds.get()
+    feed = await _feed(svc)
     return _conditional(request, svc, feed, "text" if comments else "bare", "text/plain; charset=utf-8")
 
 
 @router.get("/v1/blocklist.json", tags=["pull lists"], response_class=Response,
             summary="Blocked addresses with their decisions",
             responses={304: {"description": "Not modified"}})
-def blocklist_json(request: Request, svc: Svc, _: Reader) -> Response:
-    feed = svc.feeds.get()
+async def blocklist_json(request: Request, svc: Svc, _: Reader) -> Response:
+    feed = await _feed(svc)
     return _conditional(request, svc, feed, "json", "application/json")
 
 
