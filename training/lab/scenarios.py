@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -75,6 +76,27 @@ class Lab:
             self._next_fwd += 1
             return self._next_fwd
 
+    def cert(self, s: Session) -> tuple[Path, Path]:
+        """A self-signed certificate and key of the session's own (made once per session): key type
+        and size, name and alternative names vary, so the size of a TLS server's handshake says
+        nothing about what runs inside it, as on the Internet."""
+        cert, key = self.dir / "tls" / f"{s.id}-cert.pem", self.dir / "tls" / f"{s.id}-key.pem"
+        if cert.exists():
+            return cert, key
+        with self._lock:
+            rng = random.Random(f"{self.rng.random()}-{s.id}")
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(3, 24))) + rng.choice(
+            (".example.net", ".example.com", ".pool.example.org", ".cdn.example.net")) for _ in range(5)]
+        key_args = rng.choice((["-newkey", "rsa:2048"], ["-newkey", "rsa:3072"], ["-newkey", "rsa:4096"],
+                               ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+                               ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]))
+        san = ",".join(f"DNS:{n}" for n in names[: rng.randint(1, 5)])
+        subprocess.run(["openssl", "req", "-x509", *key_args, "-nodes", "-days", "30",
+                        "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        return cert, key
+
     def label(self, conv: Conversation) -> None:
         with self._lock:
             self.conversations.append(conv)
@@ -132,10 +154,10 @@ def stunnel_pair(lab: Lab, s: Session, client: str, server: str, port: int) -> t
     Returns (local port for the client app, backend port for the server app).
     """
     local, backend = lab.forward_port(), lab.forward_port()
-    tls = lab.dir / "tls"
+    cert, key = lab.cert(s)
     for where, name, lines in (
         ("out", "srv", [f"accept = {server}:{port}", f"connect = 127.0.0.1:{backend}",
-                        f"cert = {tls / 'cert.pem'}", f"key = {tls / 'key.pem'}"]),
+                        f"cert = {cert}", f"key = {key}"]),
         ("in", "cli", ["client = yes", f"accept = 127.0.0.1:{local}", f"connect = {server}:{port}",
                        f"local = {client}"]),
     ):
@@ -174,7 +196,8 @@ def mining(lab: Lab, s: Session) -> None:
               p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"],
               "--seed", p["seed"])
     if p["tls"] is True:
-        pool += ["--tls", "--cert", lab.dir / "tls" / "cert.pem", "--key", lab.dir / "tls" / "key.pem"]
+        cert, key = lab.cert(s)
+        pool += ["--tls", "--cert", cert, "--key", key]
     lab.topo.spawn("out", [str(a) for a in pool], f"{s.id}-pool")
     if not lab.sleep_until(s.start):
         return
@@ -299,8 +322,8 @@ def app_pair(lab: Lab, s: Session) -> None:
         listen, target_host, bind = f"127.0.0.1:{backend}", f"127.0.0.1:{local}", []
     server_argv = py("training.lab.apps", f"{kind}-server", "--listen", listen, "--seed", p["seed"])
     if tls is True:
-        server_argv += ["--tls", "--cert", str(lab.dir / "tls" / "cert.pem"),
-                        "--key", str(lab.dir / "tls" / "key.pem")]
+        cert, key = lab.cert(s)
+        server_argv += ["--tls", "--cert", str(cert), "--key", str(key)]
     lab.topo.spawn("out", server_argv, f"{s.id}-server")
     if not lab.sleep_until(s.start):
         return
@@ -391,13 +414,12 @@ def reverse_shell_tls(lab: Lab, s: Session) -> None:
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    tls = lab.dir / "tls"
+    cert, key = lab.cert(s)
     if not lab.sleep_until(s.start):
         return
     dur = min(float(p["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
     listener = ["socat", "STDIO",
-                f"OPENSSL-LISTEN:{port},bind={server},reuseaddr,cert={tls / 'cert.pem'},"
-                f"key={tls / 'key.pem'},verify=0"]
+                f"OPENSSL-LISTEN:{port},bind={server},reuseaddr,cert={cert},key={key},verify=0"]
     lab.topo.spawn("out", typist(lab, dur, int(p["seed"]), listener), f"{s.id}-listener")  # type: ignore[call-overload]
     time.sleep(1.0)
     lab.topo.spawn("in", ["socat", f"OPENSSL:{server}:{port},bind={client},verify=0",
@@ -414,8 +436,8 @@ def reverse_wstunnel(lab: Lab, s: Session) -> None:
     srv = py("training.lab.wstunnel", "server", "--listen", f"{server}:{port}",
              "--expose", f"127.0.0.1:{fwd}")
     if p["tls"]:
-        srv += ["--tls", "--cert", str(lab.dir / "tls" / "cert.pem"),
-                "--key", str(lab.dir / "tls" / "key.pem")]
+        cert, key = lab.cert(s)
+        srv += ["--tls", "--cert", str(cert), "--key", str(key)]
     lab.topo.spawn("out", srv, f"{s.id}-server")
     if not lab.sleep_until(s.start):
         return

@@ -58,11 +58,6 @@ from training.lab.options import add_config_options
 DIALECTS = ("btc", "xmr", "eth")
 DEFAULT_DIFFICULTY = {"btc": 131072.0, "xmr": 100000.0, "eth": 4e9}
 DEFAULT_HASHRATE = {"btc": 1.1e14, "xmr": 8000.0, "eth": 1e8}  # ASIC, CPU, GPU
-DEFAULT_AGENT = {
-    "btc": "cgminer/4.11.1",
-    "xmr": "XMRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/12.2.0",
-    "eth": "ethminer/0.19.0",
-}
 XMR_ALGOS = ["rx/0", "cn/r", "cn/2", "cn-lite/1", "cn-heavy/0", "rx/wow", "argon2/chukwav2"]
 XMR_EXTENSIONS = ["algo", "nicehash", "connect", "tls", "keepalive"]
 SUBMIT_METHODS = ("mining.submit", "submit", "eth_submitWork")
@@ -114,8 +109,8 @@ class MinerConfig:
     keepalive: float = _opt(60.0, "xmr: keepalived after N idle s; eth: hashrate report period")
     retry_pause: float = _opt(5.0, "first reconnect backoff in s (doubles, max 60)")
     user: str | None = _opt(None, "wallet or user.worker (default: random per dialect)")
-    password: str = _opt("x", "pool password")
-    agent: str | None = _opt(None, "client agent string (btc/xmr)")
+    password: str | None = _opt(None, "pool password (default: random, e.g. x or a worker name)")
+    agent: str | None = _opt(None, "client agent string (btc/xmr; default: a random miner version)")
     optional_prob: float = _opt(0.5, "probability of mining.configure (btc) / "
                                      "eth_submitHashrate reports (eth)")
     bind: str | None = _opt(None, "source IP address")
@@ -490,13 +485,42 @@ async def run_pool(cfg: PoolConfig, stop: asyncio.Event | None = None) -> Stratu
 # --------------------------------------------------------------------------- miner
 
 
+def _worker(rng: random.Random) -> str:
+    return rng.choice(("rig", "worker", "gpu", "node", "box", "")) + str(rng.randint(0, 999))
+
+
 def _default_user(dialect: str, rng: random.Random) -> str:
+    """A wallet or account of one of the forms pools accept (lengths vary, as in the wild)."""
+    form = rng.random()
     if dialect == "btc":
         chars = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-        return "bc1q" + "".join(rng.choice(chars) for _ in range(38)) + f".rig{rng.randint(1, 9)}"
+        if form < 0.3:  # an account name at the pool
+            return "".join(rng.choice(chars) for _ in range(rng.randint(4, 16))) + "." + _worker(rng)
+        wallet = "bc1q" + "".join(rng.choice(chars) for _ in range(rng.choice((38, 58))))
+        return wallet + (f".{_worker(rng)}" if form < 0.8 else "")
     if dialect == "xmr":
-        return "4" + rng.choice("3456789AB") + "".join(rng.choice(B58) for _ in range(93))
-    return "0x" + _hex(rng, 20)
+        wallet = "4" + rng.choice("3456789AB") + "".join(
+            rng.choice(B58) for _ in range(rng.choice((93, 93, 104))))  # standard or integrated
+        if form < 0.3:
+            return wallet + f"+{rng.choice((1000, 25000, 100000, 480000))}"  # fixed difficulty
+        return wallet + (f".{_worker(rng)}" if form < 0.6 else "")
+    return "0x" + _hex(rng, 20) + (f".{_worker(rng)}" if form < 0.5 else "")
+
+
+def _default_agent(dialect: str, rng: random.Random) -> str:
+    """A client agent string like those of the common miners, versions and builds varying."""
+    if dialect == "xmr":
+        name = rng.choice(("XMRig", "XMRig", "xmr-stak-rx", "SRBMiner-MULTI"))
+        os_ = rng.choice(("Linux x86_64", "Windows NT 10.0; Win64; x64", "Ubuntu 22.04; x86_64",
+                          "macOS 14.2; arm64"))
+        return (f"{name}/{rng.randint(5, 6)}.{rng.randint(0, 22)}.{rng.randint(0, 3)} ({os_}) "
+                f"libuv/1.{rng.randint(38, 48)}.{rng.randint(0, 2)} "
+                + rng.choice((f"gcc/{rng.randint(9, 13)}.{rng.randint(1, 3)}.0",
+                              f"clang/{rng.randint(12, 17)}.0.0", "msvc/2022")))
+    if dialect == "btc":
+        name = rng.choice(("cgminer", "bfgminer", "bmminer", "NiceHash", "Antminer S19"))
+        return f"{name}/{rng.randint(1, 5)}.{rng.randint(0, 14)}.{rng.randint(0, 9)}"
+    return f"ethminer/0.{rng.randint(15, 19)}.{rng.randint(0, 2)}"
 
 
 class _MinerSession:
@@ -561,13 +585,13 @@ class _MinerSession:
                 vr = res.get("result") or {}
                 if isinstance(vr, dict) and vr.get("version-rolling"):
                     self.vmask = int(vr.get("version-rolling.mask", VERSION_MASK), 16)
-            sub = await self._call("mining.subscribe", [cfg.agent or DEFAULT_AGENT["btc"]])
+            sub = await self._call("mining.subscribe", [cfg.agent])
             self.en2_size = int(sub[2])
             await self._call("mining.authorize", [self.user, cfg.password])
         elif cfg.dialect == "xmr":
-            agent = cfg.agent or DEFAULT_AGENT["xmr"]
+            algos = [a for a in XMR_ALGOS if a == "rx/0" or rng.random() < 0.7]  # per build
             res = await self._call("login", {"login": self.user, "pass": cfg.password,
-                                             "agent": agent, "algo": XMR_ALGOS, "rigid": ""})
+                                             "agent": cfg.agent, "algo": algos, "rigid": ""})
             self.login_id = res["id"]
             self._set_job(res["job"])
         else:
@@ -675,6 +699,9 @@ async def run_miner(cfg: MinerConfig, stop: asyncio.Event | None = None) -> Mine
         raise ValueError(f"unknown dialect {cfg.dialect!r}")
     rng = random.Random(cfg.seed)
     stop = stop or asyncio.Event()
+    cfg = dataclasses.replace(
+        cfg, agent=cfg.agent or _default_agent(cfg.dialect, rng),
+        password=cfg.password if cfg.password is not None else rng.choice(("x", "x", _worker(rng), "")))
     user = cfg.user or _default_user(cfg.dialect, rng)
     stats = MinerStats()
     loop = asyncio.get_running_loop()
