@@ -4,7 +4,8 @@
                                  │ tc mirred: every packet of the outside-facing port
                              fglv-app: `flowguard serve --interface mir0`, nftables in fglv-rt
 
-The appliance classifies the mirrored traffic live (windows of a few seconds) and blocks through the
+The appliance classifies the mirrored traffic live (windows of 5 s, or up to 2 s of silence, judged by
+the model's live booster) and blocks through the
 nftables adapter run in the router's namespace. A stratum miner over TLS on 443 and an `ssh -N -R`
 tunnel used by a typed shell run from inside; a curl loop is the benign traffic. The test prints the
 time from each connection's first packet to its block. Every address lives in the namespaces made
@@ -279,10 +280,9 @@ def test_live_appliance_blocks_miner_and_tunnel(lab: Lab, tmp_path: Path) -> Non
             assert not lab.connects(host, addr, port), f"{addr} is in the set but still reachable"
     missed = [name for name, t in report.items() if t is None]
     if missed:
-        # Known gap, measured: the bundled model was trained on 300 s windows and early cuts of
-        # whole connections. In 5 s live windows, after the first one each window starts at the
-        # server's push, so nfstream makes the server the initiator, and a window holds a few
-        # packets: the TLS miner is not flagged, the tunnel only sometimes. Not tuned away here.
+        # Not a pass: the live booster (model-live.txt) judges each 5 s window, or each burst that
+        # ends in 2 s of silence, on its own. Where no window of a connection is confident enough
+        # (see MODEL.md, "Live windows"), nothing is blocked; the figures go in the reason.
         tunnel = [v["scores"] for v in seen if SSHD in (v["src_ip"], v["dst_ip"])][:5]
-        pytest.xfail(f"not blocked within {BLOCK_DEADLINE_S} s of live 5 s windows: {missed} "
+        pytest.xfail(f"not blocked within {BLOCK_DEADLINE_S} s of live windows: {missed} "
                      f"(miner windows: {miner_counts}; tunnel scores: {tunnel})")
