@@ -88,6 +88,12 @@ tunnel, gets its verdict about 2 s after it ends instead of at the next packet, 
 Training reads the lab captures with these windows too (training/dataset.py, view "live")."""
 
 
+LIVE_BUFFER_BYTES = 64 << 20
+"""The capture ring (libpcap's buffer size, like tcpdump -B): 64 MiB hold about a second of a busy
+1 Gbit/s link; libpcap's default of 2 MiB dropped packets at 25k packets/s here, while the meter
+was idle more than 80 % of the time (benchmarks/live.py)."""
+
+
 def live_options(options: CaptureOptions, active_timeout: int = LIVE_ACTIVE_TIMEOUT,
                  idle_timeout: int = LIVE_IDLE_TIMEOUT) -> CaptureOptions:
     """A model's capture options with live windows."""
@@ -240,12 +246,14 @@ def read_live(
     n_meters: int = 1,
     stats: LiveStats | None = None,
     stop: LiveStop | None = None,
+    buffer_bytes: int = LIVE_BUFFER_BYTES,
 ) -> Iterator[FlowRecord]:
     """Yield the flows nfstream builds from a network interface, as their windows end.
 
     Needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode). `stats`, when given, is updated
     about once a second with the meters' packet and kernel drop counters (one live capture per
-    process). `stop`, when set, ends the capture: the flows still open are exported (whatever
+    process). `buffer_bytes`: the kernel's capture ring, what absorbs bursts while the meter is
+    not scheduled. `stop`, when set, ends the capture: the flows still open are exported (whatever
     their age) and the iteration ends. Raises CaptureError (bad interface, filter or permissions).
     """
     global _live_stats
@@ -261,6 +269,7 @@ def read_live(
             snapshot_length=snaplen,
             n_meters=n_meters,
             performance_report=1 if stats is not None else 0,
+            socket_buffer_size=buffer_bytes,
             **_flow_options(options),
         )
     except ValueError as exc:

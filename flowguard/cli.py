@@ -214,6 +214,10 @@ ActiveTimeoutOption = Annotated[
     int, typer.Option("--active-timeout", min=1, max=3600,
                       help="Seconds after which a live flow is exported as a window and classified.")
 ]
+BufferOption = Annotated[
+    int, typer.Option("--buffer-mib", min=1, max=2047,
+                      help="Kernel capture buffer (MiB): what absorbs bursts.")
+]
 IdleTimeoutOption = Annotated[
     int, typer.Option("--idle-timeout", min=1, max=3600,
                       help="Seconds of silence after which a live flow's window is exported.")
@@ -221,10 +225,11 @@ IdleTimeoutOption = Annotated[
 
 
 def _live_source(interface: str, bpf: str | None, snaplen: int, promisc: bool,
-                 active_timeout: int, idle_timeout: int) -> LiveSource:
+                 active_timeout: int, idle_timeout: int, buffer_mib: int) -> LiveSource:
     from flowguard.live import LiveSource
 
-    return LiveSource(interface, bpf, snaplen, promisc, active_timeout, idle_timeout=idle_timeout)
+    return LiveSource(interface, bpf, snaplen, promisc, active_timeout, idle_timeout=idle_timeout,
+                      buffer_bytes=buffer_mib << 20)
 
 
 @app.command("watch")
@@ -235,6 +240,7 @@ def watch_cmd(
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
     idle_timeout: IdleTimeoutOption = 2,
+    buffer_mib: BufferOption = 64,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="jsonl or csv (table is for triage only).")
     ] = Format.jsonl,
@@ -265,7 +271,7 @@ def watch_cmd(
     if fmt is Format.table:
         raise _fail("--format table is not available for watch: use jsonl or csv", EXIT_USAGE)
     classifier = _load_model(model, live=True)
-    source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout)
+    source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib)
     publisher: Publisher | None = None
     if publish is not None:
         from flowguard.publish import Publisher
@@ -354,6 +360,7 @@ def serve_cmd(
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
     idle_timeout: IdleTimeoutOption = 2,
+    buffer_mib: BufferOption = 64,
 ) -> None:
     """Run the verdict service: stores verdicts, decides blocks, serves pull lists.
     With --interface it also captures there and ingests its own verdicts (no HTTP)."""
@@ -377,7 +384,7 @@ def serve_cmd(
     if interface is not None:
         from flowguard.service.live import attach_capture
 
-        source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout)
+        source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib)
         classifier = _load_model(settings.model, live=True)
         pipeline = attach_capture(service_app.state.service, source, classifier)
         pipeline.start()

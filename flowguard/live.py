@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from flowguard.capture import (
     LIVE_ACTIVE_TIMEOUT,
+    LIVE_BUFFER_BYTES,
     LIVE_IDLE_TIMEOUT,
     CaptureOptions,
     LiveStats,
@@ -65,6 +66,7 @@ class LiveSource:
     active_timeout: int = LIVE_ACTIVE_TIMEOUT
     n_meters: int = 1
     idle_timeout: int = LIVE_IDLE_TIMEOUT
+    buffer_bytes: int = LIVE_BUFFER_BYTES
 
     @property
     def label(self) -> str:
@@ -168,7 +170,8 @@ class LivePipeline:
         try:
             for record in self.read(self.source.interface, options, self.source.bpf_filter,
                                     self.source.snaplen, self.source.promiscuous,
-                                    self.source.n_meters, self.stats, self._capture_stop):
+                                    self.source.n_meters, self.stats, self._capture_stop,
+                                    self.source.buffer_bytes):
                 self.flows += 1
                 self._queue.put((time.monotonic(), record))
         except CaptureError as exc:
