@@ -1,6 +1,6 @@
 """Evaluation that tells the truth, written beside a model: evaluation.json, plots, MODEL.md.
 
-    python -m training.evaluate --table training/data/table.npz --model models/2026.11.22
+    python -m training.evaluate --table training/data/table.npz --model models/2026.11.22.3
 
 - grouped cross-validation (no session on both sides) with the model's own thresholds: per-class
   precision/recall/F1 per flow, recall per session, false positives on the real-world benign corpus
@@ -245,6 +245,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "(VPNs, remote desktop agents, game clients) are only as present as the corpus makes them.",
         "- Stratum V2 (binary, Noise-encrypted) is not covered.",
         "- Long flows are judged in 300 s windows; a flow's later windows have no handshake packets.",
+        "- Live: a TLS miner's first window (handshake and login, then silence) is often not confident "
+        "alone; it is caught by a later window with shares. The lab's first windows often hold the "
+        "first job and share too, so the time-to-detect figures above are optimistic for pools that "
+        "push jobs rarely.",
+        "- Sizes of the first packets weigh heavily: a TLS stack, certificate or client that sizes its "
+        "handshake or login unlike the lab's can be missed (see leave-one-scenario-out).",
         "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session and "
         "can be missed.",
         "",
