@@ -160,6 +160,11 @@ _CAPTURE_TICK = 2
 """... for a packet of another meter, which the meter uses as a clock tick (idle expiry)."""
 LIVE_TICK_S = 0.25
 """On a quiet link the meters' clock still moves every 0.25 s: idle flows expire and a stop is seen."""
+LIVE_TICK_LAG_MS = 1500
+"""A tick says "it is now 1.5 s ago": with TPACKET_V3 the kernel hands packets over a block at a
+time, a block at the latest 1 s (nfstream's buffer timeout) after its first packet, so a packet may
+still come with an earlier timestamp than now. The meter forces packets into time order, and a tick
+at the current time would shift such a packet's time forward (and could expire its flow)."""
 
 
 class _LiveEngine:
@@ -170,9 +175,9 @@ class _LiveEngine:
     packet time) nor sees a stop. So on the first call the capture is put in non-blocking mode
     (libpcap's own pcap_setnonblock, exported by nfstream's engine library), and when no packet is
     ready the wrapper waits on the capture's descriptor for at most LIVE_TICK_S and then reports a
-    clock tick at the current time. Once `stop` is set it reports end-of-file, and nfstream exports
-    what it holds. The cost is a few Python operations per packet, in a loop that is Python per
-    packet already.
+    clock tick (at the current time less LIVE_TICK_LAG_MS). Once `stop` is set it reports
+    end-of-file, and nfstream exports what it holds. The cost is a few Python operations per packet,
+    in a loop that is Python per packet already.
     """
 
     def __init__(self, ffi: Any, lib: Any, stop: LiveStop) -> None:
@@ -194,7 +199,7 @@ class _LiveEngine:
                 return _CAPTURE_EMPTY  # packets are ready: the meter calls again at once
             if events:  # the interface is in trouble: do not spin on it
                 time.sleep(LIVE_TICK_S)
-            nf_packet.time = int(time.time() * 1000)
+            nf_packet.time = int(time.time() * 1000) - LIVE_TICK_LAG_MS
             return _CAPTURE_TICK
 
         self.capture_next = capture_next

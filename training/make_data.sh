@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # The lab runs behind the shipped model (as root; about 10 minutes each, three at a time on 2 cores).
-# r1-r10 were made before the lab varied certificates and miner identities; r11-r13 after.
 # Then: .venv/bin/python -m training.train --runs training/data --corpus ../shared/corpus/ndpi-benign
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +14,4 @@ run r1  train   5   1   0   1500 -   101 & run r2 train 40 5 0 1500 - 102 & run 
 run r4  train   80  20  1   1500 20  104 & run r5 train 2 0.5 0 1500 100 105 & wait
 run r6  train   15  3   0   1500 -   106 & run r7 train 60 10 0.5 1500 - 107 & wait
 run r8  breadth 30  5   0   1500 -   108 & run r9 breadth 100 20 1 1400 - 109 & run r10 breadth 8 2 0.2 1280 - 110 & wait
-# r11-r13: with a certificate per TLS session and miners of varied identity (agent, wallet, password)
 run r11 train   0.5 0.2 0   1500 -   111 & run r12 breadth 20 4 0.3 1500 - 112 & run r13 train 50 10 0.5 1440 - 113 & wait
