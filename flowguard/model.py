@@ -150,7 +150,7 @@ class FlowClassifier:
     """Classifies feature matrices into CLASSES with per-class thresholds.
 
     Usage:
-        clf = FlowClassifier.load("models/2026.11.22.3")
+        clf = FlowClassifier.load("models/2026.11.23")
         matrix = features.vectorize(records)
         verdicts, scores = clf.decide(clf.predict_proba(matrix), matrix)
     """

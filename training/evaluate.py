@@ -1,6 +1,6 @@
 """Evaluation that tells the truth, written beside a model: evaluation.json, plots, MODEL.md.
 
-    python -m training.evaluate --table training/data/table.npz --model models/2026.11.22.3
+    python -m training.evaluate --table training/data/table.npz --model models/2026.11.23
 
 - grouped cross-validation (no session on both sides) with the model's own thresholds: per-class
   precision/recall/F1 per flow, recall per session, false positives on the real-world benign corpus
