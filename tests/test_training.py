@@ -58,6 +58,15 @@ def test_weights_balance_classes_and_sessions() -> None:
     assert w[0] == w[1] and w[0] + w[1] == pytest.approx(w[2])
 
 
+def test_weights_give_live_windows_half_of_their_session() -> None:
+    y = np.array([1, 1, 1, 1, 1, 1])
+    groups = ["a", "a", "a", "a", "a", "b"]
+    views = ["full", "live", "live", "live", "live", "full"]
+    w = train.weights(y, groups, views)
+    assert w[0] == pytest.approx(w[1:5].sum())  # session a: its one whole row, its four windows
+    assert w[5] == pytest.approx(w[:5].sum())  # sessions weigh the same
+
+
 def test_thresholds_keep_corpus_clean() -> None:
     proba = np.array([[0.1, 0.9, 0.0], [0.4, 0.6, 0.0], [0.2, 0.0, 0.8], [0.3, 0.7, 0.0]])
     y = np.array([1, 0, 2, 1])
@@ -79,6 +88,9 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     metrics = json.loads((tmp_path / "models" / "test-1" / "metrics.json").read_text())
     assert "StratifiedGroupKFold" in metrics["evaluation"]
     assert set(metrics["per_class_sessions"]) == set(CLASSES)
+    live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True)  # the second booster
+    assert live.metadata.capture.idle_timeout < meta.capture.idle_timeout
+    assert set(metrics["live"]["time_to_detect"]) == set(CLASSES[1:])
 
 
 def test_table_round_trip(runs: list[Path], tmp_path: Path) -> None:
