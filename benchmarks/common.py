@@ -30,18 +30,21 @@ def tree_pids(pid: int) -> list[int]:
     return found
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of one process, KiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 def tree_rss_kib(pid: int) -> int:
     """Resident memory of a process and all its descendants, KiB (Linux /proc)."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
+    return sum(rss_kib(p) for p in tree_pids(pid))
 
 
 def run_measured(argv: list[str], **kw: object) -> tuple[float, int]:

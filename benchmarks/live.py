@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import REPO, report, tree_pids
+from benchmarks.common import REPO, report, rss_kib, tree_pids
 from benchmarks.offline import concurrent_flows_pcap
 from flowguard.pcapfile import inspect_capture
 
@@ -115,18 +115,6 @@ def cpu_ticks(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return 0
     return int(fields[11]) + int(fields[12])
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of one process, KiB; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
 
 
 class TreeSampler:

@@ -65,6 +65,11 @@ def _load_model(model: Path | None, live: bool = False) -> FlowClassifier:
         raise _fail(f"--model: {exc}", EXIT_USAGE) from exc
 
 
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Model directory [default: bundled].")
+]
+
+
 @app.command("triage")
 def triage_cmd(
     paths: Annotated[
@@ -76,9 +81,7 @@ def triage_cmd(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Model directory [default: bundled].")
-    ] = None,
+    model: ModelOption = None,
     progress: Annotated[
         bool, typer.Option(help="Progress bar on stderr (shown only on a terminal).")
     ] = True,
@@ -176,9 +179,7 @@ def triage_cmd(
 
 @model_app.command("info")
 def model_info(
-    model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Model directory [default: bundled].")
-    ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Print a model's metadata (after checking it) as JSON."""
     classifier = _load_model(model)
@@ -258,9 +259,7 @@ def watch_cmd(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (127.0.0.1).")
     ] = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="Model directory [default: bundled].")
-    ] = None,
+    model: ModelOption = None,
 ) -> None:
     """Classify live traffic on an interface; verdicts within seconds. Stops on SIGTERM/SIGINT."""
     import signal
