@@ -57,10 +57,12 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load_model(model: Path | None, live: bool = False) -> FlowClassifier:
-    """The model at `model` (else the bundled one); `live`: its booster for live windows."""
+def _load_model(model: Path | None, live: bool = False, lazy: bool = False) -> FlowClassifier:
+    """The model at `model` (else the bundled one); `live`: its booster for live windows; `lazy`:
+    see FlowClassifier.load."""
     try:
-        return FlowClassifier.load(model if model is not None else default_model_dir(), live=live)
+        return FlowClassifier.load(model if model is not None else default_model_dir(), live=live,
+                                   lazy=lazy)
     except ModelError as exc:
         raise _fail(f"--model: {exc}", EXIT_USAGE) from exc
 
@@ -100,7 +102,7 @@ def triage_cmd(
     ] = None,
 ) -> None:
     """Classify every flow in capture files: stratum_mining, reverse_tunnel or benign."""
-    classifier = _load_model(model)
+    classifier = _load_model(model, lazy=True)
     publisher: Publisher | None = None
     if publish is not None:
         from flowguard.publish import Publisher
@@ -165,6 +167,8 @@ def triage_cmd(
             sys.stderr.close()
             raise typer.Exit(EXIT_OK) from None
         raise _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    except ModelError as exc:  # the trees of a lazily loaded model are parsed at the first flow
+        raise _fail(f"--model: {exc}", EXIT_USAGE) from exc
     except FlowguardError as exc:
         raise _fail(str(exc), EXIT_INPUT) from exc
     finally:

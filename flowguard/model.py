@@ -25,6 +25,7 @@ import numpy as np
 from flowguard.capture import CaptureOptions
 from flowguard.errors import ModelError
 from flowguard.features import FEATURES, SPLT_PACKETS, judged
+from flowguard.modeltext import check_model_text
 
 CLASSES: tuple[str, ...] = ("benign", "stratum_mining", "reverse_tunnel")
 """The verdicts, in the order of the model's output columns."""
@@ -156,9 +157,23 @@ class FlowClassifier:
     """
 
     def __init__(self, booster: Any, metadata: ModelMetadata, path: Path | None = None) -> None:
-        self.booster = booster
+        self._booster = booster
+        self._model_text: str | None = None  # set by load(lazy=True) until the booster is built
         self.metadata = metadata
         self.path = path
+
+    @property
+    def booster(self) -> Any:
+        """The LightGBM booster; a lazily loaded classifier imports LightGBM and parses it now."""
+        if self._booster is None and self._model_text is not None:
+            self._booster = _parse_booster(self._model_text, self.path)
+            self._model_text = None
+        return self._booster
+
+    def prepare(self) -> None:
+        """Import LightGBM and parse the trees now, if `load(lazy=True)` left them for later;
+        raises ModelError when LightGBM cannot read them."""
+        self.booster  # noqa: B018  # the property does the work
 
     @property
     def version(self) -> str:
@@ -169,11 +184,15 @@ class FlowClassifier:
         return self.metadata.classes
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], live: bool = False) -> FlowClassifier:
+    def load(cls, directory: str | os.PathLike[str], live: bool = False,
+             lazy: bool = False) -> FlowClassifier:
         """Load and check a model directory; raises ModelError on any mismatch.
 
         live: load the booster for live windows instead (LiveModel): its thresholds and capture
         options replace the main ones in the returned classifier's metadata.
+        lazy: check the files (metadata, checksum, the model's header) now, but import LightGBM and
+        parse the trees at the first prediction (`booster`), which then may raise ModelError. Triage
+        uses it to do that work while nfstream's meter, in its own process, reads the first packets.
         """
         path = Path(directory)
         meta_path = path / METADATA_FILE
@@ -210,12 +229,13 @@ class FlowClassifier:
         if header.get("num_tree_per_iteration") != str(len(meta.classes)):
             raise ModelError(f"{model_path}: its outputs ({header.get('num_tree_per_iteration')}) "
                              f"do not match the {len(meta.classes)} classes of its metadata")
-        lightgbm = _import_lightgbm()
-        try:
-            booster = lightgbm.Booster(model_str=text)
-        except Exception as exc:  # LightGBMError, ValueError: any failure means an unusable model
-            raise ModelError(f"{model_path}: LightGBM cannot read it ({exc})") from exc
-        return cls(booster, meta, path)
+        # LightGBM aborts the process, rather than raising, on a model whose trees are malformed
+        check_model_text(text, str(model_path), len(meta.features), len(meta.classes))
+        if not lazy:
+            return cls(_parse_booster(text, model_path), meta, path)
+        classifier = cls(None, meta, model_path)
+        classifier._model_text = text
+        return classifier
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (rows, len(classes)). Call with batches, not single rows."""
@@ -259,6 +279,14 @@ class FlowClassifier:
             flagged &= judged(matrix, self.metadata.min_packets)
         verdict = np.where(flagged, best, BENIGN)
         return verdict, proba[np.arange(len(verdict)), verdict]
+
+
+def _parse_booster(text: str, model_path: Path | None) -> Any:
+    lightgbm = _import_lightgbm()
+    try:
+        return lightgbm.Booster(model_str=text)
+    except Exception as exc:  # LightGBMError, ValueError: any failure means an unusable model
+        raise ModelError(f"{model_path}: LightGBM cannot read it ({exc})") from exc
 
 
 # LightGBM imports these, when installed, only for its scikit-learn API, Dask and plotting, none of

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,8 @@ def triage(
     """Classify every flow of every input; see the module docstring for what it yields."""
     # the framing walk is Python per record: in a thread it would take the GIL from the classifier
     # (about 0.3 s on a 1M-packet file); a forked process runs it on the other core instead
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as walker:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                             initializer=os.nice, initargs=(19,)) as walker:
         for path, problem in expand_inputs(paths):
             if problem is not None:
                 yield FileDone(path, error=problem)
@@ -147,6 +148,9 @@ def _triage_file(
     framing: Future[CaptureInfo] = walker.submit(inspect_capture, p)
     flows = read_flows(p, classifier.metadata.capture)
     try:
+        first = list(islice(flows, 1))  # nfstream's meter is reading in its own process now...
+        classifier.prepare()  # ...while a lazily loaded model imports LightGBM here (0.1-0.2 s)
+        flows = chain(first, flows)
         while batch := list(islice(flows, batch_size)):
             verdicts = classify_batch(path, batch, classifier)
             done.counts.update(v.verdict for v in verdicts)

@@ -208,3 +208,38 @@ def test_nothing_in_flowguard_unpickles() -> None:
              for p in sorted(package.rglob("*.py")) for m in banned.finditer(p.read_text())]
     assert found == []
     assert banned.search("model = joblib.load(path)") and banned.search("import pickle")
+
+
+def test_lazy_load_checks_now_and_parses_at_first_prediction(classifier: FlowClassifier) -> None:
+    lazy = FlowClassifier.load(classifier.path, lazy=True)
+    assert lazy._booster is None
+    x = np.random.default_rng(2).uniform(0, 1000, size=(30, len(FEATURES))).astype(np.float32)
+    np.testing.assert_array_equal(lazy.predict_proba(x), classifier.predict_proba(x))
+    assert lazy._booster is not None
+
+
+def test_lazy_load_still_refuses_a_tampered_model(model_copy: Path) -> None:
+    with (model_copy / "model.txt").open("a") as fh:
+        fh.write("\n")
+    with pytest.raises(ModelError, match="checksum"):
+        FlowClassifier.load(model_copy, lazy=True)
+
+
+def test_triage_reports_a_model_lightgbm_cannot_parse_as_a_model_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Triage parses the trees once nfstream has begun reading: a failure there is still reported
+    as a --model problem (exit 2), not as a bad capture."""
+    from typer.testing import CliRunner
+
+    from flowguard import model as model_module
+    from flowguard.cli import app
+
+    def refuse(text: str, path: Path | None) -> None:
+        raise ModelError(f"{path}: LightGBM cannot read it (test)")
+
+    monkeypatch.setattr(model_module, "_parse_booster", refuse)
+    sample = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))[0]
+    result = CliRunner().invoke(app, ["triage", "-f", "jsonl", "--no-progress", str(sample)])
+    assert result.exit_code == 2
+    assert "--model:" in result.output and "LightGBM cannot read it" in result.output

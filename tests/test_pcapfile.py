@@ -83,3 +83,26 @@ def test_missing_and_directory(tmp_path: Path) -> None:
         inspect_capture(tmp_path / "nope.pcap")
     with pytest.raises(CaptureError, match="is a directory"):
         inspect_capture(tmp_path)
+
+
+@pytest.mark.parametrize("make", [pcap_bytes, pcapng_bytes])
+@pytest.mark.parametrize("block", [16, 37, 64, 1 << 22])
+def test_walk_across_block_boundaries(tmp_path: Path, monkeypatch, make, block: int) -> None:
+    """The walk reads the file in blocks and follows record headers inside each: a header that
+    straddles two blocks, or a record larger than a block, must read the same as one whole block."""
+    from flowguard import pcapfile
+
+    frames = [bytes(n) for n in (0, 1, 3, 60, 1514, 42, 9000, 17, 64, 128)] * 7
+    data = make(frames)
+    p = tmp_path / "many.pcap"
+    monkeypatch.setattr(pcapfile._Blocks, "BLOCK", block)
+    p.write_bytes(data)
+    info = inspect_capture(p)
+    assert (info.packets, info.complete, info.linktype) == (len(frames), True, 1)
+    for cut in (1, 5, 100, 9000):
+        p.write_bytes(data[:-cut])
+        cut_info = inspect_capture(p)
+        monkeypatch.setattr(pcapfile._Blocks, "BLOCK", 1 << 22)
+        whole_block = inspect_capture(p)
+        monkeypatch.setattr(pcapfile._Blocks, "BLOCK", block)
+        assert cut_info == whole_block and not cut_info.complete
