@@ -10,7 +10,11 @@ nfstream yields flows one at a time from its meter process, as their windows end
 `idle_timeout`, 2 s, so a login exchange followed by silence is not held until the next packet). A reader
 thread puts them on a queue; the classifier takes them in batches of up to `batch_size` flows, or
 whatever arrived within `max_wait` of the first one, so a quiet link does not delay a verdict.
-No per-packet Python runs: the per-packet work stays in nfstream's engine.
+Each window after a connection's first is also judged as the connection so far
+(`connections.ConnectionTracker` merges the windows): a window of a few packets says little, the
+connection's first seconds together say more. A window is flagged when it, or its connection so far,
+is; the verdict then describes what was flagged. No per-packet Python runs: the per-packet work
+stays in nfstream's engine, and the merging is Python per window.
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ from flowguard.capture import (
     live_options,
     read_live,
 )
+from flowguard.connections import ConnectionTracker
 from flowguard.errors import CaptureError
-from flowguard.model import CLASSES, FlowClassifier
+from flowguard.model import BENIGN, CLASSES, FlowClassifier
 from flowguard.records import FlowRecord
 from flowguard.triage import BATCH_SIZE, FlowVerdict, classify_batch
 
 log = logging.getLogger("flowguard.live")
 
+BENIGN_NAME = CLASSES[BENIGN]
 MAX_WAIT_S = 0.2
 """Longest a flow waits in the queue for others to fill its batch."""
 STOP_TIMEOUT_S = 60.0
@@ -138,6 +144,7 @@ class LivePipeline:
     flows: int = 0
     verdicts: int = 0
     error: CaptureError | None = None
+    connections: ConnectionTracker = field(default_factory=ConnectionTracker)
 
     def __post_init__(self) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=100_000)
@@ -215,6 +222,15 @@ class LivePipeline:
     def _classify(self, records: list[FlowRecord], queued_at: list[float]) -> None:
         started = time.perf_counter()
         verdicts = classify_batch(self.source.label, records, self.classifier)
+        # each window after a connection's first is judged again as the connection so far: a
+        # miner's job pushes and shares, a few packets a window, add up to a verdict
+        so_far = self.connections.add(records)
+        later = [i for i, c in enumerate(so_far) if c.windows > 1]
+        if later:
+            whole = classify_batch(self.source.label, [so_far[i] for i in later], self.classifier)
+            for i, verdict in zip(later, whole, strict=True):
+                if verdicts[i].verdict == BENIGN_NAME and verdict.verdict != BENIGN_NAME:
+                    verdicts[i] = verdict
         self.metrics.inference.observe(time.perf_counter() - started)
         for v in verdicts:
             self.metrics.verdicts.labels(v.verdict).inc()

@@ -127,13 +127,13 @@ def test_models_that_pass_never_crash_lightgbm(tmp_path: Path, text: str) -> Non
     assert passed, "no mutation passed the check: the test would check nothing"
     code = (
         "import sys, numpy as np, lightgbm\n"
-        "x = np.random.default_rng(0).uniform(0, 1000, (64, %d)).astype(np.float32)\n"
+        f"x = np.random.default_rng(0).uniform(0, 1000, (64, {len(FEATURES)})).astype(np.float32)\n"
         "for p in sys.argv[1:]:\n"
         "    print(p, flush=True)\n"
         "    try:\n"
         "        lightgbm.Booster(model_file=p).predict(x, num_threads=1)\n"
         "    except Exception:\n"
-        "        pass\n" % len(FEATURES)
+        "        pass\n"
     )
     r = subprocess.run([sys.executable, "-c", code, *passed], capture_output=True, text=True,
                        timeout=300)

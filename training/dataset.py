@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from flowguard.capture import CaptureOptions, live_options, read_flows
+from flowguard.connections import ConnectionTracker, connection_key
 from flowguard.errors import CaptureError
 from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
@@ -34,6 +35,12 @@ LIVE_VIEW = "live"
 """... and the whole capture cut into the windows a live capture makes (`capture.live_options`: a
 window ends after 5 s, or after 2 s of silence), which begin mid-connection with whichever end
 spoke next. Corpus captures are read this way too."""
+CONNECTION_VIEW = "live-connection"
+"""... and, at each of those windows after a connection's first, the connection so far as
+`connections.ConnectionTracker` rebuilds it from its windows: what a live capture knows of a
+connection when the window is exported."""
+LIVE_VIEWS = (LIVE_VIEW, CONNECTION_VIEW)
+"""The views a live capture judges, with the live booster (model-live.txt)."""
 
 
 @dataclass
@@ -54,7 +61,8 @@ class Table:
     summary: dict[str, object] = field(default_factory=dict)
     ends_s: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
     """Seconds from the first packet of the row's connection (in the same view) to the row's last
-    packet: when a verdict on that window was possible. For time-to-detection curves."""
+    packet; for the live views, to when nfstream exports the window (`since_connection_start`):
+    when a verdict on it was possible. For time-to-detection curves."""
 
     def subset(self, mask: np.ndarray) -> Table:
         idx = np.flatnonzero(mask)
@@ -140,14 +148,29 @@ def _conn_key(frame: bytes) -> tuple | None:
     return (proto, *sorted(((a, pa), (b, pb))))
 
 
-def since_connection_start(flows: list) -> np.ndarray:
-    """Per flow (window), seconds from its connection's first packet among `flows` to its last."""
-    keys = [(f.protocol, *sorted(((f.src_ip, f.src_port), (f.dst_ip, f.dst_port)))) for f in flows]
+def since_connection_start(flows: list, idle_timeout_s: float | None = None) -> np.ndarray:
+    """Per flow (window), seconds from its connection's first packet among `flows` to its last.
+
+    With `idle_timeout_s` (live windows), to when nfstream exports the window instead: at the
+    connection's next packet when that packet starts a new window (an active-timeout cut), else
+    `idle_timeout_s` after the window's last packet. That is when a live verdict on it is possible.
+    """
+    keys = [connection_key(f) for f in flows]
     start: dict[tuple, int] = {}
     for f, k in zip(flows, keys, strict=True):
         start[k] = min(start.get(k, f.bidirectional_first_seen_ms), f.bidirectional_first_seen_ms)
-    return np.array([(f.bidirectional_last_seen_ms - start[k]) / 1000.0
-                     for f, k in zip(flows, keys, strict=True)], dtype=np.float64)
+    ends = [f.bidirectional_last_seen_ms for f in flows]
+    if idle_timeout_s is not None:
+        idle = int(idle_timeout_s * 1000)
+        ends = [last + idle for last in ends]
+        following: dict[tuple, int] = {}  # connection -> first packet of its next window
+        for i in sorted(range(len(flows)), key=lambda i: -flows[i].bidirectional_first_seen_ms):
+            nxt = following.get(keys[i])
+            if nxt is not None:
+                ends[i] = min(ends[i], nxt)
+            following[keys[i]] = flows[i].bidirectional_first_seen_ms
+    return np.array([(end - start[k]) / 1000.0 for end, k in zip(ends, keys, strict=True)],
+                    dtype=np.float64)
 
 
 def label_run(
@@ -174,6 +197,20 @@ def label_run(
     return flows, tags, skipped
 
 
+def _views(view: str, flows: list, tags: list,
+           options: CaptureOptions) -> list[tuple[str, list, list, np.ndarray]]:
+    """(view, records, their tags, seconds to verdict) for the flows of one read: the live read
+    gives LIVE_VIEW and, for each window after its connection's first, CONNECTION_VIEW; any other
+    read gives its own view."""
+    if view != LIVE_VIEW:
+        return [(view, flows, tags, since_connection_start(flows))]
+    ends = since_connection_start(flows, options.idle_timeout)
+    so_far = ConnectionTracker().add(flows)
+    later = [i for i, c in enumerate(so_far) if c.windows > 1]  # else the same as the window
+    return [(LIVE_VIEW, flows, tags, ends),
+            (CONNECTION_VIEW, [so_far[i] for i in later], [tags[i] for i in later], ends[later])]
+
+
 def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
     Xs, ys, groups, scen, srcs, pk, ports, ends = [], [], [], [], [], [], [], []
     data_hashes: dict[str, str] = {}
@@ -197,15 +234,18 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                     skipped_total.update(skipped)
                 if not flows:
                     continue
-                Xs.append(vectorize(flows))
-                ys.extend(CLASSES.index(t[0]) for t in tags)
-                groups.extend(t[1] for t in tags)
-                scen.extend(t[2] for t in tags)
-                srcs.extend([run.name] * len(tags))
-                pk.extend(f.bidirectional_packets for f in flows)
-                views.extend([view] * len(tags))
-                ports.extend(t[3] for t in tags)
-                ends.append(since_connection_start(flows))
+                for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
+                    if not records:
+                        continue
+                    Xs.append(vectorize(records))
+                    ys.extend(CLASSES.index(t[0]) for t in rows_tags)
+                    groups.extend(t[1] for t in rows_tags)
+                    scen.extend(t[2] for t in rows_tags)
+                    srcs.extend([run.name] * len(rows_tags))
+                    pk.extend(f.bidirectional_packets for f in records)
+                    views.extend([name] * len(rows_tags))
+                    ports.extend(t[3] for t in rows_tags)
+                    ends.append(row_ends)
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
         for path in sorted(corpus.iterdir()):
@@ -219,17 +259,20 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
             corpus_files += 1
             data_hashes[f"corpus/{path.name}"] = sha256(path)
             for view, flows in reads:
-                if not flows:
-                    continue
-                Xs.append(vectorize(flows))
-                ys.extend([0] * len(flows))
-                groups.extend([f"corpus/{path.name}"] * len(flows))
-                scen.extend(["corpus"] * len(flows))
-                srcs.extend([f"corpus/{path.name}"] * len(flows))
-                pk.extend(f.bidirectional_packets for f in flows)
-                views.extend([view] * len(flows))
-                ports.extend([0] * len(flows))
-                ends.append(since_connection_start(flows))
+                tags = [("benign", f"corpus/{path.name}", "corpus", 0)] * len(flows)
+                view_options = live_options(options) if view == LIVE_VIEW else options
+                for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
+                    if not records:
+                        continue
+                    Xs.append(vectorize(records))
+                    ys.extend([0] * len(records))
+                    groups.extend(t[1] for t in rows_tags)
+                    scen.extend(["corpus"] * len(records))
+                    srcs.extend(t[1] for t in rows_tags)
+                    pk.extend(f.bidirectional_packets for f in records)
+                    views.extend([name] * len(records))
+                    ports.extend([0] * len(records))
+                    ends.append(row_ends)
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
     summary = {

@@ -24,7 +24,7 @@ import numpy as np
 
 from flowguard.model import CLASSES, FlowClassifier
 from training import train
-from training.dataset import Table
+from training.dataset import LIVE_VIEWS, Table
 
 Selector = Callable[[str, int], bool]  # (scenario, server port) -> held out?
 
@@ -66,7 +66,8 @@ def leave_one_out(table: Table, thresholds: train.Thresholds, seed: int) -> dict
         views = np.array(test.views)
         result: dict[str, Any] = {"class": label}
         for view_name, mask in (("full", views == "full"), ("first_20_packets", views == "pkt20"),
-                                ("first_60_seconds", views == "cut60"), ("live_windows", views == "live")):
+                                ("first_60_seconds", views == "cut60"),
+                                ("live_windows", np.isin(views, LIVE_VIEWS))):
             ids = np.unique(groups[mask & (test.y == cls)])
             hit = sum((pred[mask & (groups == s)] == cls).any() for s in ids)
             recall = round(hit / len(ids), 4) if len(ids) else None
@@ -122,7 +123,7 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
 
 
 def live_section(live: dict[str, Any] | None) -> list[str]:
-    """The model card's lines on live windows (the `live` view, judged by model-live.txt), none if
+    """The model card's lines on live windows (the live views, judged by model-live.txt), none if
     the table had none."""
     if not live:
         return []
@@ -131,12 +132,19 @@ def live_section(live: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Live windows",
         "The lab captures and the corpus read as a live capture cuts them (a window ends after 5 s, "
-        "or after 2 s of silence), scored out-of-fold by the live booster.",
+        "or after 2 s of silence), each window after a connection's first also as the connection so "
+        "far (rebuilt from its windows, `flowguard/connections.py`), scored out-of-fold by the live "
+        "booster.",
         "",
-        f"- Corpus windows flagged: {live['corpus_false_positives']} of {live['corpus_flows']}; "
-        f"lab benign windows flagged: {live['lab_benign_flow_fpr']} (rate).",
+        f"- Corpus windows and connections flagged: {live['corpus_false_positives']} of "
+        f"{live['corpus_flows']}; lab benign rows flagged: {live['lab_benign_flow_fpr']} (rate); "
+        f"lab benign sessions with any flagged row: "
+        f"{live['per_class_sessions']['benign']['flagged']} of "
+        f"{live['per_class_sessions']['benign']['sessions']}.",
         "- Session recall by how long after its connection's first packet the first flagged window "
-        "ended (a live verdict follows within about 0.2 s):",
+        "was exported by nfstream (when the window's next packet came after 5 s, or 2 s after its "
+        "last packet); the verdict follows within about 0.2 s, and on a quiet link the capture's "
+        "clock runs up to 1.5 s behind:",
         "",
         "| class | sessions | " + " | ".join(f"<= {t} s" for t in steps) + " | median |",
         "|---|---|" + "---|" * (len(steps) + 1),

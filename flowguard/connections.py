@@ -1,0 +1,250 @@
+"""Connections rebuilt from their live windows, so a verdict can weigh all a connection has shown.
+
+Live capture cuts every flow into short windows (5 s active, 2 s idle): a verdict comes within
+seconds, but each window holds only what happened in it. A stratum miner whose pool pushes a job
+every few seconds shows, window by window, a TLS handshake, then two packets, then two more: each
+too little to judge. `ConnectionTracker` merges each window into its connection and returns the
+connection so far as a flow record that `features.vectorize` reads like any other. Its statistics
+are those nfstream would give for the connection cut at that moment: counts, sums, minima and
+maxima add up; means and standard deviations combine exactly (Chan's parallel formulas, with the
+sample variance nfstream reports); the gaps between windows, per direction, come from the windows'
+first and last times; the first packets (`splt`) continue across windows. nDPI's label is the first
+window's that has one (each window is dissected afresh, and only a connection's start says much).
+
+This is Python per window, never per packet: a few microseconds for each window the meter exports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from flowguard.features import SPLT_PACKETS
+
+KEEP_S = 180
+"""A connection's state is forgotten once it has seen no packet for this long (offline triage's
+idle timeout: after it, a connection would be a new flow there too)."""
+MAX_CONNECTIONS = 200_000
+"""At most this many connections are remembered; the one longest without a packet goes first."""
+
+_DIRS = ("src2dst", "dst2src")
+
+
+class _Direction:
+    """Running statistics of one direction of a connection."""
+
+    __slots__ = ("packets", "bytes", "first", "last", "ps_mean", "ps_m2", "ps_min", "ps_max",
+                 "piat_n", "piat_mean", "piat_m2", "piat_max", "syn", "psh", "rst", "fin")
+
+    def __init__(self) -> None:
+        self.packets = self.bytes = 0
+        self.first = self.last = 0
+        self.ps_mean = self.ps_m2 = 0.0
+        self.ps_min = self.ps_max = 0
+        self.piat_n, self.piat_mean, self.piat_m2, self.piat_max = 0, 0.0, 0.0, 0
+        self.syn = self.psh = self.rst = self.fin = 0
+
+    def add(self, w: Any, d: str) -> None:
+        """Merge direction `d` of window `w` (an nfstream flow) into this one."""
+        n = getattr(w, f"{d}_packets")
+        if n == 0:
+            return
+        first, last = getattr(w, f"{d}_first_seen_ms"), getattr(w, f"{d}_last_seen_ms")
+        mean, std = getattr(w, f"{d}_mean_ps"), getattr(w, f"{d}_stddev_ps")
+        pmean, pstd = getattr(w, f"{d}_mean_piat_ms"), getattr(w, f"{d}_stddev_piat_ms")
+        pn = n - 1  # gaps inside the window
+        pmax = getattr(w, f"{d}_max_piat_ms")
+        if self.packets:
+            self.ps_mean, self.ps_m2 = _combine(self.packets, self.ps_mean, self.ps_m2,
+                                                n, mean, std * std * (n - 1))
+            self.ps_min = min(self.ps_min, getattr(w, f"{d}_min_ps"))
+            self.ps_max = max(self.ps_max, getattr(w, f"{d}_max_ps"))
+            gap = first - self.last  # the gap between the windows, in this direction
+            self.piat_mean, self.piat_m2 = _combine(self.piat_n, self.piat_mean, self.piat_m2,
+                                                    1, float(gap), 0.0)
+            self.piat_n += 1
+            self.piat_max = max(self.piat_max, gap)
+            if pn:
+                self.piat_mean, self.piat_m2 = _combine(self.piat_n, self.piat_mean, self.piat_m2,
+                                                        pn, pmean, pstd * pstd * (pn - 1))
+                self.piat_n += pn
+                self.piat_max = max(self.piat_max, pmax)
+        else:
+            self.first = first
+            self.ps_mean, self.ps_m2 = mean, std * std * (n - 1)
+            self.ps_min, self.ps_max = getattr(w, f"{d}_min_ps"), getattr(w, f"{d}_max_ps")
+            self.piat_n, self.piat_mean = pn, pmean
+            self.piat_m2, self.piat_max = pstd * pstd * max(pn - 1, 0), pmax
+        self.packets += n
+        self.bytes += getattr(w, f"{d}_bytes")
+        self.last = last
+        self.syn += getattr(w, f"{d}_syn_packets")
+        self.psh += getattr(w, f"{d}_psh_packets")
+        self.rst += getattr(w, f"{d}_rst_packets")
+        self.fin += getattr(w, f"{d}_fin_packets")
+
+
+def _combine(n1: int, mean1: float, m2_1: float, n2: int, mean2: float,
+             m2_2: float) -> tuple[float, float]:
+    """Mean and sum of squared deviations of two samples together (Chan et al.)."""
+    n = n1 + n2
+    if n == 0:
+        return 0.0, 0.0
+    delta = mean2 - mean1
+    return mean1 + delta * n2 / n, m2_1 + m2_2 + delta * delta * n1 * n2 / n
+
+
+class _Connection:
+    __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first", "last", "dirs",
+                 "bi_piat_n", "bi_piat_mean", "bi_piat_m2", "bi_piat_max", "application_name",
+                 "application_is_guessed", "splt_direction", "splt_ps", "splt_piat_ms", "windows")
+
+    def __init__(self, w: Any) -> None:
+        self.src_ip, self.src_port = w.src_ip, w.src_port
+        self.dst_ip, self.dst_port = w.dst_ip, w.dst_port
+        self.protocol = w.protocol
+        self.first = self.last = w.bidirectional_first_seen_ms
+        self.dirs = (_Direction(), _Direction())
+        self.bi_piat_n, self.bi_piat_mean, self.bi_piat_m2, self.bi_piat_max = 0, 0.0, 0.0, 0
+        self.application_name, self.application_is_guessed = "Unknown", 0
+        self.splt_direction: list[int] = []
+        self.splt_ps: list[int] = []
+        self.splt_piat_ms: list[int] = []
+        self.windows = 0
+
+    def add(self, w: Any) -> None:
+        flipped = w.src_ip != self.src_ip or w.src_port != self.src_port
+        ours = _DIRS[::-1] if flipped else _DIRS  # the window's name for each of our directions
+        for mine, theirs in zip(self.dirs, ours, strict=True):
+            mine.add(w, theirs)
+        n = w.bidirectional_packets
+        pn = n - 1
+        pmean, pstd = w.bidirectional_mean_piat_ms, w.bidirectional_stddev_piat_ms
+        if self.windows:
+            gap = w.bidirectional_first_seen_ms - self.last
+            self.bi_piat_mean, self.bi_piat_m2 = _combine(self.bi_piat_n, self.bi_piat_mean,
+                                                          self.bi_piat_m2, 1, float(gap), 0.0)
+            self.bi_piat_n += 1
+            self.bi_piat_max = max(self.bi_piat_max, gap)
+        else:
+            gap = 0
+        if pn:
+            self.bi_piat_mean, self.bi_piat_m2 = _combine(self.bi_piat_n, self.bi_piat_mean,
+                                                          self.bi_piat_m2, pn, pmean,
+                                                          pstd * pstd * (pn - 1))
+            self.bi_piat_n += pn
+            self.bi_piat_max = max(self.bi_piat_max, w.bidirectional_max_piat_ms)
+        room = SPLT_PACKETS - len(self.splt_direction)
+        if room > 0:
+            dirs = [d for d in w.splt_direction[:room] if d >= 0]
+            k = len(dirs)
+            self.splt_direction += [1 - d for d in dirs] if flipped else dirs
+            self.splt_ps += w.splt_ps[:k]
+            piat = list(w.splt_piat_ms[:k])
+            if piat:
+                piat[0] = gap  # nfstream starts each flow at 0; in the connection it is the gap
+            self.splt_piat_ms += piat
+        if self.application_name == "Unknown" and w.application_name not in ("", "Unknown"):
+            self.application_name = w.application_name
+            self.application_is_guessed = w.application_is_guessed
+        elif not self.windows:
+            self.application_is_guessed = w.application_is_guessed
+        self.last = max(self.last, w.bidirectional_last_seen_ms)
+        self.windows += 1
+
+    def snapshot(self) -> ConnectionSoFar:
+        return ConnectionSoFar(self)
+
+
+class ConnectionSoFar:
+    """A connection as its windows so far describe it: the attributes `features.vectorize` and the
+    verdict outputs read, with src2dst the connection's first window's initiator."""
+
+    def __init__(self, c: _Connection) -> None:
+        self.src_ip, self.src_port, self.dst_ip, self.dst_port = (c.src_ip, c.src_port, c.dst_ip,
+                                                                  c.dst_port)
+        self.protocol = c.protocol
+        self.bidirectional_first_seen_ms = c.first
+        self.bidirectional_last_seen_ms = c.last
+        self.bidirectional_duration_ms = c.last - c.first
+        self.application_name = c.application_name
+        self.application_is_guessed = c.application_is_guessed
+        self.windows = c.windows
+        packets = 0
+        total = 0
+        for name, d in zip(_DIRS, c.dirs, strict=True):
+            packets += d.packets
+            total += d.bytes
+            n = d.packets
+            setattr(self, f"{name}_packets", n)
+            setattr(self, f"{name}_bytes", d.bytes)
+            setattr(self, f"{name}_first_seen_ms", d.first)
+            setattr(self, f"{name}_last_seen_ms", d.last)
+            setattr(self, f"{name}_min_ps", d.ps_min)
+            setattr(self, f"{name}_mean_ps", d.ps_mean)
+            setattr(self, f"{name}_stddev_ps", math.sqrt(d.ps_m2 / (n - 1)) if n > 1 else 0.0)
+            setattr(self, f"{name}_max_ps", d.ps_max)
+            setattr(self, f"{name}_mean_piat_ms", d.piat_mean)
+            setattr(self, f"{name}_stddev_piat_ms",
+                    math.sqrt(d.piat_m2 / (d.piat_n - 1)) if d.piat_n > 1 else 0.0)
+            setattr(self, f"{name}_max_piat_ms", d.piat_max)
+            for flag in ("syn", "psh", "rst", "fin"):
+                setattr(self, f"{name}_{flag}_packets", getattr(d, flag))
+        self.bidirectional_packets = packets
+        self.bidirectional_bytes = total
+        self.bidirectional_mean_piat_ms = c.bi_piat_mean
+        self.bidirectional_stddev_piat_ms = (math.sqrt(c.bi_piat_m2 / (c.bi_piat_n - 1))
+                                             if c.bi_piat_n > 1 else 0.0)
+        self.bidirectional_max_piat_ms = c.bi_piat_max
+        pad = SPLT_PACKETS - len(c.splt_direction)
+        self.splt_direction = c.splt_direction + [-1] * pad
+        self.splt_ps = c.splt_ps + [0] * pad
+        self.splt_piat_ms = c.splt_piat_ms + [0] * pad
+
+
+def connection_key(w: Any) -> tuple[Any, ...]:
+    """The same key for every window of a connection, whichever end each window begins at."""
+    a, b = (w.src_ip, w.src_port), (w.dst_ip, w.dst_port)
+    return (w.protocol, *((a, b) if a <= b else (b, a)))
+
+
+class ConnectionTracker:
+    """Merges live windows into their connections (see the module docstring).
+
+        tracker = ConnectionTracker()
+        so_far = tracker.add(windows)      # one ConnectionSoFar per window, in order
+
+    Not thread-safe: one classifier thread owns it.
+    """
+
+    def __init__(self, keep_s: float = KEEP_S, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.keep_ms = int(keep_s * 1000)
+        self.max_connections = max_connections
+        self._open: OrderedDict[tuple[Any, ...], _Connection] = OrderedDict()  # oldest first
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, windows: Iterable[Any]) -> list[ConnectionSoFar]:
+        out = []
+        now = 0
+        for w in windows:
+            key = connection_key(w)
+            conn = self._open.get(key)
+            if conn is None or w.bidirectional_first_seen_ms - conn.last >= self.keep_ms:
+                conn = self._open[key] = _Connection(w)
+            conn.add(w)
+            self._open.move_to_end(key)
+            out.append(conn.snapshot())
+            now = max(now, w.bidirectional_last_seen_ms)
+        self._forget(now)
+        return out
+
+    def _forget(self, now: int) -> None:
+        while self._open:
+            key, oldest = next(iter(self._open.items()))
+            if len(self._open) <= self.max_connections and now - oldest.last < self.keep_ms:
+                break
+            del self._open[key]

@@ -1,0 +1,130 @@
+"""Connections rebuilt from live windows: the same features as the whole flow, and live verdicts
+that weigh the connection so far."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flowguard.capture import live_options, read_flows
+from flowguard.connections import ConnectionTracker, connection_key
+from flowguard.features import FEATURES, vectorize
+from flowguard.live import LivePipeline, LiveSource
+from flowguard.model import FlowClassifier, default_model_dir
+from training.dataset import since_connection_start
+
+PCAPS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
+
+
+@pytest.fixture(scope="module")
+def live_classifier() -> FlowClassifier:
+    return FlowClassifier.load(default_model_dir(), live=True)
+
+
+def test_a_connection_rebuilt_from_its_windows_has_the_whole_flows_features() -> None:
+    """Every sample read whole and read as live windows: the windows merged give the features of
+    the whole flow (sums, extremes, means and deviations, gaps between windows, first packets,
+    nDPI's label), windows that begin at the server end included."""
+    options = FlowClassifier.load(default_model_dir()).metadata.capture
+    compared = multi = flipped = 0
+    for path in PCAPS:
+        whole = list(read_flows(path, options))
+        windows = list(read_flows(path, live_options(options)))
+        tracker = ConnectionTracker()
+        last = {}
+        first_src: dict[Any, Any] = {}
+        for w, so_far in zip(windows, tracker.add(windows), strict=True):
+            key = connection_key(w)
+            last[key] = so_far
+            first_src.setdefault(key, (w.src_ip, w.src_port))
+            flipped += first_src[key] != (w.src_ip, w.src_port)
+        once = Counter(connection_key(f) for f in whole)
+        for flow in whole:
+            key = connection_key(flow)
+            if once[key] != 1:
+                continue
+            a, b = vectorize([flow])[0], vectorize([last[key]])[0]
+            same = np.isclose(a, b, rtol=1e-5, atol=1e-3) | (np.isnan(a) & np.isnan(b))
+            assert same.all(), f"{path.name}: {[FEATURES[i] for i in np.flatnonzero(~same)]}"
+            compared += 1
+            multi += last[key].windows > 2
+    assert compared >= len(PCAPS) and multi >= 5 and flipped >= 1
+
+
+def window(first: int, last: int, src: tuple[str, int] = ("10.0.0.1", 40000)) -> SimpleNamespace:
+    """The attributes the tracker and since_connection_start read, for a one-packet window."""
+    attrs: dict[str, Any] = {"protocol": 6, "src_ip": src[0], "src_port": src[1],
+                             "dst_ip": "10.0.0.2", "dst_port": 443,
+                             "bidirectional_first_seen_ms": first, "bidirectional_last_seen_ms": last,
+                             "bidirectional_packets": 1, "bidirectional_mean_piat_ms": 0.0,
+                             "bidirectional_stddev_piat_ms": 0.0, "bidirectional_max_piat_ms": 0,
+                             "application_name": "Unknown", "application_is_guessed": 0,
+                             "splt_direction": [0] + [-1] * 19, "splt_ps": [1] + [0] * 19,
+                             "splt_piat_ms": [0] * 20}
+    for d, n in (("src2dst", 1), ("dst2src", 0)):
+        attrs |= {f"{d}_packets": n, f"{d}_bytes": n, f"{d}_first_seen_ms": first,
+                  f"{d}_last_seen_ms": last, f"{d}_min_ps": n, f"{d}_mean_ps": float(n),
+                  f"{d}_stddev_ps": 0.0, f"{d}_max_ps": n, f"{d}_mean_piat_ms": 0.0,
+                  f"{d}_stddev_piat_ms": 0.0, f"{d}_max_piat_ms": 0}
+        attrs |= {f"{d}_{flag}_packets": 0 for flag in ("syn", "psh", "rst", "fin")}
+    return SimpleNamespace(**attrs)
+
+
+def test_tracker_forgets_quiet_connections_and_keeps_at_most_its_limit() -> None:
+    tracker = ConnectionTracker(keep_s=10, max_connections=2)
+    assert [c.windows for c in tracker.add([window(0, 0), window(5_000, 5_000)])] == [1, 2]
+    # 10 s without a packet: the connection starts over
+    assert tracker.add([window(16_000, 16_000)])[0].windows == 1
+    others = [window(17_000, 17_000, ("10.0.0.9", p)) for p in (1, 2, 3)]
+    tracker.add(others)
+    assert len(tracker) == 2
+
+
+def test_live_windows_are_timed_by_when_nfstream_exports_them() -> None:
+    """An active-timeout cut is exported at the connection's next packet; a window followed by
+    silence, idle_timeout after its last packet."""
+    flows = [window(0, 4_000), window(5_000, 6_000), window(20_000, 20_500)]
+    assert since_connection_start(flows).tolist() == [4.0, 6.0, 20.5]
+    assert since_connection_start(flows, idle_timeout_s=2).tolist() == [5.0, 8.0, 22.5]
+
+
+def replay(path: Path) -> Any:
+    """A LivePipeline `read` that yields the windows of a capture file, as live capture cuts them."""
+    def read(interface: str, options: Any, *rest: Any) -> Any:
+        yield from read_flows(path, options)
+    return read
+
+
+def run_live(path: Path, classifier: FlowClassifier) -> list[Any]:
+    out: list[Any] = []
+    pipeline = LivePipeline(LiveSource("replay"), classifier, sinks=[out.extend], read=replay(path))
+    pipeline.start()
+    assert pipeline.wait(60)
+    pipeline.stop()
+    assert len(out) == pipeline.flows > 0
+    return out
+
+
+def test_live_verdicts_weigh_the_connection_so_far(live_classifier: FlowClassifier) -> None:
+    """The TLS miner's windows after the handshake hold a few packets each, too few to judge; the
+    connection so far is judged, and flagged no later than any single window."""
+    verdicts = run_live(next(p for p in PCAPS if p.name == "mining-xmr-tls-443.pcap"), live_classifier)
+    start = min(v.first_seen_ms for v in verdicts)
+    from_connection = [i for i, v in enumerate(verdicts)
+                       if v.verdict == "stratum_mining" and v.first_seen_ms == start and i > 0]
+    alone = [i for i, v in enumerate(verdicts)
+             if v.verdict == "stratum_mining" and v.first_seen_ms != start]
+    assert from_connection, [(v.packets, v.verdict) for v in verdicts]
+    assert not alone or from_connection[0] <= alone[0]
+
+
+@pytest.mark.parametrize("name", ["https-curl-443.pcap", "longpoll-clear-8080.pcap",
+                                  "ssh-interactive-22.pcap", "websocket-tls-8443.pcap"])
+def test_benign_samples_stay_benign_live(name: str, live_classifier: FlowClassifier) -> None:
+    verdicts = run_live(next(p for p in PCAPS if p.name == name), live_classifier)
+    assert {v.verdict for v in verdicts} == {"benign"}
