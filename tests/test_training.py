@@ -124,3 +124,18 @@ def test_feedback_becomes_training_rows(tmp_path: Path) -> None:
     assert len(table.y) == len(verdicts) and set(table.y.tolist()) == {0}
     assert table.groups[0] == "feedback/100"
     assert table.summary["feedback_skipped"] == {"capture not at hand": 1}
+
+
+def test_live_thresholds_keep_benign_sessions_within_budget() -> None:
+    """One window in 200 of a benign session scores 0.7: within the row budget, but it flags one of
+    two benign sessions, so with sessions given the threshold must pass it."""
+    n = 200
+    proba = np.tile([0.9, 0.1, 0.0], (n + 1, 1))
+    proba[0] = [0.3, 0.7, 0.0]
+    proba[n] = [0.05, 0.95, 0.0]  # the miner
+    y = np.array([0] * n + [1])
+    groups = ["benign-a"] * 100 + ["benign-b"] * 100 + ["miner"]
+    scenarios = ["lab"] * (n + 1)
+    assert train.choose_thresholds(proba, y, scenarios)["stratum_mining"] <= 0.7
+    with_sessions = train.choose_thresholds(proba, y, scenarios, groups=groups)
+    assert 0.7 < with_sessions["stratum_mining"] <= 0.95
