@@ -281,7 +281,7 @@ def test_live_appliance_blocks_miner_and_tunnel(lab: Lab, tmp_path: Path) -> Non
     missed = [name for name, t in report.items() if t is None]
     if missed:
         # Not a pass: the live booster (model-live.txt) judges each 5 s window, or each burst that
-        # ends in 2 s of silence, on its own. Where no window of a connection is confident enough
+        # ends in 2 s of silence, and the connection so far. Where none of them is confident enough
         # (see MODEL.md, "Live windows"), nothing is blocked; the figures go in the reason.
         tunnel = [v["scores"] for v in seen if SSHD in (v["src_ip"], v["dst_ip"])][:5]
         pytest.xfail(f"not blocked within {BLOCK_DEADLINE_S} s of live windows: {missed} "
