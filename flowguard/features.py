@@ -153,7 +153,13 @@ A window that opens its connection (a SYN) is always judged."""
 def judged(matrix: np.ndarray, min_packets: int = MIN_JUDGED_PACKETS) -> np.ndarray:
     """Per row of a `vectorize` matrix: is there enough of the flow to judge it (see
     MIN_JUDGED_PACKETS)?"""
-    return (matrix[:, _SYN_COL] > 0) | (matrix[:, _PACKETS_COL] >= min_packets)
+    return opens_connection(matrix) | (matrix[:, _PACKETS_COL] >= min_packets)
+
+
+def opens_connection(matrix: np.ndarray) -> np.ndarray:
+    """Per row of a `vectorize` matrix: does the flow hold its connection's SYN (for a live window:
+    is it the connection's first)?"""
+    return matrix[:, _SYN_COL] > 0
 
 
 @lru_cache(maxsize=4096)

@@ -221,7 +221,7 @@ class LivePipeline:
 
     def _classify(self, records: list[FlowRecord], queued_at: list[float]) -> None:
         started = time.perf_counter()
-        verdicts = classify_batch(self.source.label, records, self.classifier)
+        verdicts = classify_batch(self.source.label, records, self.classifier, windows=True)
         # each window after a connection's first is judged again as the connection so far: a
         # miner's job pushes and shares, a few packets a window, add up to a verdict
         so_far = self.connections.add(records)

@@ -24,7 +24,7 @@ import numpy as np
 
 from flowguard.capture import CaptureOptions
 from flowguard.errors import ModelError
-from flowguard.features import FEATURES, SPLT_PACKETS, judged
+from flowguard.features import FEATURES, SPLT_PACKETS, judged, opens_connection
 from flowguard.modeltext import check_model_text
 
 CLASSES: tuple[str, ...] = ("benign", "stratum_mining", "reverse_tunnel")
@@ -49,19 +49,28 @@ class LiveModel:
     model_sha256: str
     thresholds: dict[str, float]
     capture: CaptureOptions
+    opening_thresholds: dict[str, float] | None = None
+    """For a window that opens its connection (it holds the SYN): its handshake and first messages,
+    judged alone. They are chosen apart because such windows score unlike later windows and
+    connections so far; None: `thresholds` apply to every window."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_file": self.model_file, "model_sha256": self.model_sha256,
-                "thresholds": self.thresholds, "capture": self.capture.to_dict()}
+        out = {"model_file": self.model_file, "model_sha256": self.model_sha256,
+               "thresholds": self.thresholds, "capture": self.capture.to_dict()}
+        if self.opening_thresholds is not None:
+            out["opening_thresholds"] = self.opening_thresholds
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LiveModel:
         name = str(data["model_file"])
         if Path(name).name != name:
             raise ValueError(f"live model_file must be a file name, got {name!r}")
+        opening = data.get("opening_thresholds")
         return cls(name, str(data["model_sha256"]),
                    {str(k): float(v) for k, v in data["thresholds"].items()},
-                   CaptureOptions.from_dict(data["capture"]))
+                   CaptureOptions.from_dict(data["capture"]),
+                   {str(k): float(v) for k, v in opening.items()} if opening is not None else None)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,9 @@ class ModelMetadata:
     min_packets: int = 1
     """Windows without a SYN and with fewer packets are not judged (features.MIN_JUDGED_PACKETS)."""
     live: LiveModel | None = None
+    opening_thresholds: dict[str, float] | None = None
+    """Set when loaded for live windows (LiveModel.opening_thresholds); not written: it is the live
+    booster's, recorded under `live`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -214,7 +226,8 @@ class FlowClassifier:
             if not model_path.is_file():
                 raise ModelError(f"{model_path}: the live booster named in the metadata is missing")
             meta = replace(meta, thresholds=meta.live.thresholds, capture=meta.live.capture,
-                           model_sha256=meta.live.model_sha256)
+                           model_sha256=meta.live.model_sha256,
+                           opening_thresholds=meta.live.opening_thresholds)
         actual = sha256_file(model_path)
         if actual != meta.model_sha256:
             raise ModelError(
@@ -263,14 +276,22 @@ class FlowClassifier:
             ])
         return out
 
-    def decide(self, proba: np.ndarray, matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decide(self, proba: np.ndarray, matrix: np.ndarray | None = None,
+               windows: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Verdict index and its probability per row.
 
         A row is given the non-benign class with the highest probability among those that reach
         their threshold; a row where none does is benign, scored with the benign probability.
         With the feature `matrix`, a row too small to judge (`features.judged`) is benign too.
+        `windows`: the rows are live windows as exported (not connections rebuilt from them), so a
+        window that opens its connection is held to the opening thresholds, where the model has them.
         """
-        thresholds = np.array([self.metadata.thresholds.get(c, 0.5) for c in self.classes])
+        thresholds = np.tile([self.metadata.thresholds.get(c, 0.5) for c in self.classes],
+                             (len(proba), 1))
+        opening = self.metadata.opening_thresholds
+        if windows and opening is not None and matrix is not None:
+            rows = opens_connection(matrix)
+            thresholds[rows] = [opening.get(c, 0.5) for c in self.classes]
         passing = np.where(proba >= thresholds, proba, -1.0)
         passing[:, BENIGN] = -1.0
         best = passing.argmax(axis=1)

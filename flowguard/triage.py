@@ -188,12 +188,13 @@ def _not_a_capture(path: Path) -> str:
 
 
 def classify_batch(
-    pcap: str, records: list[FlowRecord], classifier: FlowClassifier
+    pcap: str, records: list[FlowRecord], classifier: FlowClassifier, windows: bool = False
 ) -> list[FlowVerdict]:
-    """Verdicts for a batch of flows from one source, in the order given."""
+    """Verdicts for a batch of flows from one source, in the order given; `windows`: they are live
+    windows (see FlowClassifier.decide)."""
     matrix = vectorize(records)
     proba = classifier.predict_proba(matrix)
-    verdict_idx, score = classifier.decide(proba, matrix)
+    verdict_idx, score = classifier.decide(proba, matrix, windows)
     flagged = np.flatnonzero(verdict_idx != BENIGN)
     reasons: list[list[Reason]] = [[] for _ in records]
     for i, why in zip(flagged, classifier.explain(matrix[flagged], verdict_idx[flagged]), strict=True):

@@ -243,3 +243,38 @@ def test_triage_reports_a_model_lightgbm_cannot_parse_as_a_model_error(
     result = CliRunner().invoke(app, ["triage", "-f", "jsonl", "--no-progress", str(sample)])
     assert result.exit_code == 2
     assert "--model:" in result.output and "LightGBM cannot read it" in result.output
+
+
+def test_opening_thresholds_hold_only_live_windows_that_open_their_connection(
+    classifier: FlowClassifier,
+) -> None:
+    """A live window with its connection's SYN is judged with the opening thresholds; a later
+    window, a connection rebuilt from windows, or a flow in triage, with the others."""
+    from dataclasses import replace
+
+    meta = replace(classifier.metadata, thresholds={"benign": 0.0, "stratum_mining": 0.99,
+                                                    "reverse_tunnel": 0.99},
+                   opening_thresholds={"benign": 0.0, "stratum_mining": 0.8, "reverse_tunnel": 0.99})
+    clf = FlowClassifier(classifier.booster, meta)
+    x = np.zeros((2, len(FEATURES)), dtype=np.float32)
+    syn, packets = FEATURES.index("syn_packets"), FEATURES.index("packets")
+    x[:, packets] = 10
+    x[0, syn] = 1
+    proba = np.tile([0.1, 0.9, 0.0], (2, 1))
+    as_windows, _ = clf.decide(proba, x, windows=True)
+    assert [CLASSES[v] for v in as_windows] == ["stratum_mining", "benign"]
+    as_flows, _ = clf.decide(proba, x)
+    assert [CLASSES[v] for v in as_flows] == ["benign", "benign"]
+
+
+def test_live_metadata_round_trips_its_opening_thresholds(classifier: FlowClassifier) -> None:
+    from flowguard.model import LiveModel
+
+    live = classifier.metadata.live
+    assert live is not None and live.opening_thresholds is not None
+    assert LiveModel.from_dict(live.to_dict()) == live
+    older = {k: v for k, v in live.to_dict().items() if k != "opening_thresholds"}
+    assert LiveModel.from_dict(older).opening_thresholds is None
+    loaded = FlowClassifier.load(classifier.path, live=True).metadata
+    assert loaded.opening_thresholds == live.opening_thresholds
+    assert classifier.metadata.opening_thresholds is None  # triage's flows: never

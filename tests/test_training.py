@@ -85,6 +85,8 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert meta.version == "test-1"
     assert meta.training_data["rows"] > 0 and len(meta.training_data["data_sha256"]) == 64
     assert (tmp_path / "models" / "CURRENT").read_text().strip() == "test-1"
+    live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True).metadata
+    assert live.opening_thresholds is not None and set(live.opening_thresholds) == set(CLASSES)
     metrics = json.loads((tmp_path / "models" / "test-1" / "metrics.json").read_text())
     assert "StratifiedGroupKFold" in metrics["evaluation"]
     assert set(metrics["per_class_sessions"]) == set(CLASSES)

@@ -33,7 +33,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedGroupKFold
 
 from flowguard.capture import CaptureOptions, library_versions, live_options
-from flowguard.features import CATEGORICAL, FEATURES, MIN_JUDGED_PACKETS, judged
+from flowguard.features import CATEGORICAL, FEATURES, MIN_JUDGED_PACKETS, judged, opens_connection
 from flowguard.model import (
     CLASSES,
     LIVE_MODEL_FILE,
@@ -43,7 +43,7 @@ from flowguard.model import (
     ModelMetadata,
     sha256_file,
 )
-from training.dataset import LIVE_VIEWS, Table, build, concat, feedback_table
+from training.dataset import LIVE_VIEW, LIVE_VIEWS, Table, build, concat, feedback_table
 
 PARAMS: dict[str, Any] = {
     "objective": "multiclass",
@@ -163,10 +163,9 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str],
                       judgeable: np.ndarray | None = None,
                       groups: list[str] | None = None) -> dict[str, float]:
     """Per class, the lowest threshold of THRESHOLD_GRID whose out-of-fold false positives
-    stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET; then, with `groups` (sessions), the threshold
-    of the class that flags most benign sessions is raised, one grid step at a time, until at most
-    LAB_SESSION_FP_BUDGET of them are flagged. Out-of-fold scores are pessimistic: the model
-    that scored a corpus file never saw it, while the shipped model is trained on all of them.
+    stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET; then, with `groups` (sessions), raised as
+    `within_session_budget` says. Out-of-fold scores are pessimistic: the model that scored a
+    corpus file never saw it, while the shipped model is trained on all of them.
     Rows not `judgeable` are never flagged, whatever their score."""
     if judgeable is not None:
         proba = np.where(judgeable[:, None], proba, 0.0)
@@ -184,59 +183,86 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str],
             if fp_corpus <= allowed_corpus and fp_lab <= LAB_FP_BUDGET:
                 break
         out[CLASSES[c]] = t
-    if groups is not None and lab_benign.any():
-        _within_session_budget(out, proba, y, np.array(groups), lab_benign)
+    if groups is not None:
+        within_session_budget([(np.ones(len(y), dtype=bool), out)], proba, y, list(scenarios),
+                              groups)
     return out
 
 
-def _within_session_budget(thresholds: dict[str, float], proba: np.ndarray, y: np.ndarray,
-                           groups: np.ndarray, lab_benign: np.ndarray) -> None:
-    """Raise thresholds (in place) until the benign lab sessions flagged fit the session budget.
-    A session of a malicious scenario is not a benign session, even where some of its rows are."""
-    benign_rows = lab_benign & ~np.isin(groups, groups[y != 0])
-    sessions = np.unique(groups[benign_rows])
-    allowed = int(LAB_SESSION_FP_BUDGET * len(sessions))
+def within_session_budget(parts: list[tuple[np.ndarray, dict[str, float]]], proba: np.ndarray,
+                          y: np.ndarray, scenarios: list[str], groups: list[str]) -> None:
+    """Raise thresholds (in place) until at most LAB_SESSION_FP_BUDGET of the lab's benign
+    sessions have a flagged row. Each part is a set of rows (a mask) and the thresholds they are
+    held to; each step raises, by one grid step, the threshold (of one part and class) that flags
+    the most benign sessions. `proba` is zero where a row is not judged. A session of a malicious
+    scenario is not a benign session, even where some of its rows are."""
+    g = np.array(groups)
+    benign_rows = (y == 0) & (np.array(scenarios) != "corpus") & ~np.isin(g, g[y != 0])
+    allowed = int(LAB_SESSION_FP_BUDGET * len(np.unique(g[benign_rows])))
     while True:
-        flagged = {c: set(groups[benign_rows & (proba[:, i] >= thresholds[c])])
+        flagged = {(k, c): set(g[benign_rows & mask & (proba[:, i] >= thresholds[c])])
+                   for k, (mask, thresholds) in enumerate(parts)
                    for i, c in enumerate(CLASSES) if i > 0}
         if len(set().union(*flagged.values())) <= allowed:
             return
-        worst = max(flagged, key=lambda c: len(flagged[c]))
-        higher = [t for t in THRESHOLD_GRID if t > thresholds[worst]]
+        k, c = max(flagged, key=lambda key: len(flagged[key]))
+        higher = [t for t in THRESHOLD_GRID if t > parts[k][1][c]]
         if not higher:
             return
-        thresholds[worst] = higher[0]
+        parts[k][1][c] = higher[0]
 
 
-def decide(proba: np.ndarray, thresholds: dict[str, float], X: np.ndarray) -> np.ndarray:
+def decide(proba: np.ndarray, thresholds: dict[str, float], X: np.ndarray,
+           opening: dict[str, float] | None = None) -> np.ndarray:
+    """Verdicts as the shipped model gives them; `opening`: the rows are live windows, and those
+    that open their connection are held to these thresholds."""
     meta = ModelMetadata("eval", CLASSES, FEATURES, thresholds, CaptureOptions(), "",
-                         min_packets=MIN_JUDGED_PACKETS)
-    return FlowClassifier(None, meta).decide(proba, X)[0]
+                         min_packets=MIN_JUDGED_PACKETS, opening_thresholds=opening)
+    return FlowClassifier(None, meta).decide(proba, X, windows=opening is not None)[0]
 
 
 Thresholds = dict[str, dict[str, float]]
-"""Per booster kind, per class."""
+"""Per booster kind, per class; and `opening`: for live windows that open their connection."""
+
+
+def opening_windows(table: Table) -> np.ndarray:
+    """Live windows that open their connection (they hold its SYN): judged with their own
+    thresholds (LiveModel.opening_thresholds)."""
+    return (np.array(table.views) == LIVE_VIEW) & opens_connection(table.X)
 
 
 def choose_all_thresholds(proba: np.ndarray, table: Table) -> Thresholds:
-    """Each kind's thresholds, chosen on the rows it judges."""
-    out = {}
-    for kind in KINDS:
-        m = scored_on(table, kind)
-        # live: a session is judged window after window in one capture, so its windows' false
-        # alarms add up; offline, each view is one reading of the session (the row budget holds)
-        sessions = list(np.array(table.groups)[m]) if kind == "live" else None
-        out[kind] = choose_thresholds(proba[m], table.y[m], list(np.array(table.scenarios)[m]),
-                                      judged(table.X[m]), sessions)
+    """Each kind's thresholds, chosen on the rows it judges; for live, apart for the windows that
+    open their connection and for the rest, then together within the session budget (a live
+    capture judges a session window after window, so its false alarms add up; offline, each view
+    is one reading of a session and the row budgets hold)."""
+    out: Thresholds = {}
+    opening = opening_windows(table)
+    scenarios = np.array(table.scenarios)
+    masks = {"offline": scored_on(table, "offline"), "live": scored_on(table, "live") & ~opening,
+             "opening": opening}
+    for name, m in masks.items():
+        out[name] = choose_thresholds(proba[m], table.y[m], list(scenarios[m]), judged(table.X[m]))
+    live = scored_on(table, "live")
+    judged_proba = np.where(judged(table.X)[:, None], proba, 0.0)
+    within_session_budget([(masks["live"][live], out["live"]), (opening[live], out["opening"])],
+                          judged_proba[live], table.y[live], list(scenarios[live]),
+                          list(np.array(table.groups)[live]))
     return out
 
 
 def decide_all(proba: np.ndarray, thresholds: Thresholds, table: Table) -> np.ndarray:
-    """Verdicts of every row, each with its kind's thresholds."""
+    """Verdicts of every row, each with its kind's thresholds (and live windows that open their
+    connection with the opening thresholds, where there are any)."""
     pred = np.zeros(len(table.y), dtype=np.int64)
+    windows = np.array(table.views) == LIVE_VIEW
     for kind in KINDS:
         m = scored_on(table, kind)
-        if m.any():
+        if kind == "live" and "opening" in thresholds:
+            for rows, opening in ((m & windows, thresholds["opening"]), (m & ~windows, None)):
+                if rows.any():
+                    pred[rows] = decide(proba[rows], thresholds["live"], table.X[rows], opening)
+        elif m.any():
             pred[m] = decide(proba[m], thresholds[kind], table.X[m])
     return pred
 
@@ -389,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_table(table, a.seed, "live").save_model(str(out / LIVE_MODEL_FILE))
     summary = {k: v for k, v in table.summary.items() if k != "files_sha256"}
     live = LiveModel(LIVE_MODEL_FILE, sha256_file(out / LIVE_MODEL_FILE), thresholds["live"],
-                     live_options(options))
+                     live_options(options), thresholds["opening"])
     meta = ModelMetadata(
         version=a.version, classes=CLASSES, features=FEATURES, thresholds=thresholds["offline"],
         capture=options,
