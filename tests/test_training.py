@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from flowguard.capture import CaptureOptions
+from flowguard.features import FEATURES
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
@@ -87,6 +88,8 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert (tmp_path / "models" / "CURRENT").read_text().strip() == "test-1"
     live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True).metadata
     assert live.opening_thresholds is not None and set(live.opening_thresholds) == set(CLASSES)
+    splits = dict(zip(FEATURES, model.booster.feature_importance("split"), strict=True))
+    assert all(splits[name] == 0 for name in train.OFFLINE_IGNORES)  # nDPI's label: not offline
     metrics = json.loads((tmp_path / "models" / "test-1" / "metrics.json").read_text())
     assert "StratifiedGroupKFold" in metrics["evaluation"]
     assert set(metrics["per_class_sessions"]) == set(CLASSES)
