@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from flowguard.features import SPLT_PACKETS
@@ -48,19 +49,16 @@ class _Direction:
 
     def add(self, w: Any, d: str) -> None:
         """Merge direction `d` of window `w` (an nfstream flow) into this one."""
-        n = getattr(w, f"{d}_packets")
+        (n, nbytes, first, last, mn, mean, std, mx, pmean, pstd, pmax, syn, psh, rst,
+         fin) = _READ[d](w)
         if n == 0:
             return
-        first, last = getattr(w, f"{d}_first_seen_ms"), getattr(w, f"{d}_last_seen_ms")
-        mean, std = getattr(w, f"{d}_mean_ps"), getattr(w, f"{d}_stddev_ps")
-        pmean, pstd = getattr(w, f"{d}_mean_piat_ms"), getattr(w, f"{d}_stddev_piat_ms")
         pn = n - 1  # gaps inside the window
-        pmax = getattr(w, f"{d}_max_piat_ms")
         if self.packets:
             self.ps_mean, self.ps_m2 = _combine(self.packets, self.ps_mean, self.ps_m2,
                                                 n, mean, std * std * (n - 1))
-            self.ps_min = min(self.ps_min, getattr(w, f"{d}_min_ps"))
-            self.ps_max = max(self.ps_max, getattr(w, f"{d}_max_ps"))
+            self.ps_min = min(self.ps_min, mn)
+            self.ps_max = max(self.ps_max, mx)
             gap = first - self.last  # the gap between the windows, in this direction
             self.piat_mean, self.piat_m2 = _combine(self.piat_n, self.piat_mean, self.piat_m2,
                                                     1, float(gap), 0.0)
@@ -74,16 +72,31 @@ class _Direction:
         else:
             self.first = first
             self.ps_mean, self.ps_m2 = mean, std * std * (n - 1)
-            self.ps_min, self.ps_max = getattr(w, f"{d}_min_ps"), getattr(w, f"{d}_max_ps")
+            self.ps_min, self.ps_max = mn, mx
             self.piat_n, self.piat_mean = pn, pmean
             self.piat_m2, self.piat_max = pstd * pstd * max(pn - 1, 0), pmax
         self.packets += n
-        self.bytes += getattr(w, f"{d}_bytes")
+        self.bytes += nbytes
         self.last = last
-        self.syn += getattr(w, f"{d}_syn_packets")
-        self.psh += getattr(w, f"{d}_psh_packets")
-        self.rst += getattr(w, f"{d}_rst_packets")
-        self.fin += getattr(w, f"{d}_fin_packets")
+        self.syn += syn
+        self.psh += psh
+        self.rst += rst
+        self.fin += fin
+
+    def values(self) -> tuple[Any, ...]:
+        """This direction's attributes, in the order of _OUT (for ConnectionSoFar)."""
+        n = self.packets
+        return (n, self.bytes, self.first, self.last, self.ps_min, self.ps_mean,
+                math.sqrt(self.ps_m2 / (n - 1)) if n > 1 else 0.0, self.ps_max, self.piat_mean,
+                math.sqrt(self.piat_m2 / (self.piat_n - 1)) if self.piat_n > 1 else 0.0,
+                self.piat_max, self.syn, self.psh, self.rst, self.fin)
+
+
+_FIELDS = ("packets", "bytes", "first_seen_ms", "last_seen_ms", "min_ps", "mean_ps", "stddev_ps",
+           "max_ps", "mean_piat_ms", "stddev_piat_ms", "max_piat_ms", "syn_packets", "psh_packets",
+           "rst_packets", "fin_packets")
+_READ = {d: attrgetter(*(f"{d}_{f}" for f in _FIELDS)) for d in _DIRS}
+_OUT = {d: tuple(f"{d}_{f}" for f in _FIELDS) for d in _DIRS}
 
 
 def _combine(n1: int, mean1: float, m2_1: float, n2: int, mean2: float,
@@ -172,26 +185,11 @@ class ConnectionSoFar:
         self.application_name = c.application_name
         self.application_is_guessed = c.application_is_guessed
         self.windows = c.windows
-        packets = 0
-        total = 0
-        for name, d in zip(_DIRS, c.dirs, strict=True):
-            packets += d.packets
-            total += d.bytes
-            n = d.packets
-            setattr(self, f"{name}_packets", n)
-            setattr(self, f"{name}_bytes", d.bytes)
-            setattr(self, f"{name}_first_seen_ms", d.first)
-            setattr(self, f"{name}_last_seen_ms", d.last)
-            setattr(self, f"{name}_min_ps", d.ps_min)
-            setattr(self, f"{name}_mean_ps", d.ps_mean)
-            setattr(self, f"{name}_stddev_ps", math.sqrt(d.ps_m2 / (n - 1)) if n > 1 else 0.0)
-            setattr(self, f"{name}_max_ps", d.ps_max)
-            setattr(self, f"{name}_mean_piat_ms", d.piat_mean)
-            setattr(self, f"{name}_stddev_piat_ms",
-                    math.sqrt(d.piat_m2 / (d.piat_n - 1)) if d.piat_n > 1 else 0.0)
-            setattr(self, f"{name}_max_piat_ms", d.piat_max)
-            for flag in ("syn", "psh", "rst", "fin"):
-                setattr(self, f"{name}_{flag}_packets", getattr(d, flag))
+        s2d, d2s = c.dirs[0].values(), c.dirs[1].values()
+        attrs = self.__dict__
+        attrs.update(zip(_OUT["src2dst"], s2d, strict=True))
+        attrs.update(zip(_OUT["dst2src"], d2s, strict=True))
+        packets, total = s2d[0] + d2s[0], s2d[1] + d2s[1]
         self.bidirectional_packets = packets
         self.bidirectional_bytes = total
         self.bidirectional_mean_piat_ms = c.bi_piat_mean
