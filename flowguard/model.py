@@ -171,6 +171,7 @@ class FlowClassifier:
     def __init__(self, booster: Any, metadata: ModelMetadata, path: Path | None = None) -> None:
         self._booster = booster
         self._model_text: str | None = None  # set by load(lazy=True) until the booster is built
+        self._model_file: Path | None = None
         self.metadata = metadata
         self.path = path
 
@@ -178,7 +179,7 @@ class FlowClassifier:
     def booster(self) -> Any:
         """The LightGBM booster; a lazily loaded classifier imports LightGBM and parses it now."""
         if self._booster is None and self._model_text is not None:
-            self._booster = _parse_booster(self._model_text, self.path)
+            self._booster = _parse_booster(self._model_text, self._model_file)
             self._model_text = None
         return self._booster
 
@@ -246,8 +247,8 @@ class FlowClassifier:
         check_model_text(text, str(model_path), len(meta.features), len(meta.classes))
         if not lazy:
             return cls(_parse_booster(text, model_path), meta, path)
-        classifier = cls(None, meta, model_path)
-        classifier._model_text = text
+        classifier = cls(None, meta, path)
+        classifier._model_text, classifier._model_file = text, model_path
         return classifier
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:

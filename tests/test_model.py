@@ -212,7 +212,7 @@ def test_nothing_in_flowguard_unpickles() -> None:
 
 def test_lazy_load_checks_now_and_parses_at_first_prediction(classifier: FlowClassifier) -> None:
     lazy = FlowClassifier.load(classifier.path, lazy=True)
-    assert lazy._booster is None
+    assert lazy._booster is None and lazy.path == classifier.path
     x = np.random.default_rng(2).uniform(0, 1000, size=(30, len(FEATURES))).astype(np.float32)
     np.testing.assert_array_equal(lazy.predict_proba(x), classifier.predict_proba(x))
     assert lazy._booster is not None
