@@ -15,3 +15,5 @@ run r4  train   80  20  1   1500 20  104 & run r5 train 2 0.5 0 1500 100 105 & w
 run r6  train   15  3   0   1500 -   106 & run r7 train 60 10 0.5 1500 - 107 & wait
 run r8  breadth 30  5   0   1500 -   108 & run r9 breadth 100 20 1 1400 - 109 & run r10 breadth 8 2 0.2 1280 - 110 & wait
 run r11 train   0.5 0.2 0   1500 -   111 & run r12 breadth 20 4 0.3 1500 - 112 & run r13 train 50 10 0.5 1440 - 113 & wait
+# r14-r16: certificates also minimal (a short name only) or served as a chain with their own CA
+run r14 train   0.2 0.1 0   1500 -   114 & run r15 train 25 5 0.2 1500 - 115 & run r16 breadth 70 10 0.5 1500 - 116 & wait

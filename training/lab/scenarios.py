@@ -77,9 +77,12 @@ class Lab:
             return self._next_fwd
 
     def cert(self, s: Session) -> tuple[Path, Path]:
-        """A self-signed certificate and key of the session's own (made once per session): key type
-        and size, name and alternative names vary, so the size of a TLS server's handshake says
-        nothing about what runs inside it, as on the Internet."""
+        """A certificate and key of the session's own (made once per session): key type and size,
+        names and alternative names vary, and so does the form: self-signed with alternative
+        names, a minimal self-signed one (a short name, nothing else: what a private pool or a
+        quick `openssl req` serves), or a leaf signed by a CA of its own and served with that CA
+        (a chain, as public servers send). The size of a TLS server's handshake then says nothing
+        about what runs inside it, as on the Internet."""
         cert, key = self.dir / "tls" / f"{s.id}-cert.pem", self.dir / "tls" / f"{s.id}-key.pem"
         if cert.exists():
             return cert, key
@@ -92,9 +95,31 @@ class Lab:
                                ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
                                ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"]))
         san = ",".join(f"DNS:{n}" for n in names[: rng.randint(1, 5)])
-        subprocess.run(["openssl", "req", "-x509", *key_args, "-nodes", "-days", "30",
-                        "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        form = rng.choice(("san", "minimal", "chain"))
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        if form == "minimal":
+            short = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 8)))
+            openssl("req", "-x509", *key_args, "-nodes", "-days", "30", "-subj", f"/CN={short}",
+                    "-keyout", str(key), "-out", str(cert))
+        elif form == "chain":
+            ca_cert, ca_key = self.dir / "tls" / f"{s.id}-ca.pem", self.dir / "tls" / f"{s.id}-ca-key.pem"
+            csr, leaf = self.dir / "tls" / f"{s.id}.csr", self.dir / "tls" / f"{s.id}-leaf.pem"
+            ext = self.dir / "tls" / f"{s.id}.ext"
+            openssl("req", "-x509", *key_args, "-nodes", "-days", "30",
+                    "-subj", f"/O={names[1].split('.')[0]}/CN={names[1].split('.')[0]} CA",
+                    "-keyout", str(ca_key), "-out", str(ca_cert))
+            openssl("req", "-new", *key_args, "-nodes", "-subj", f"/CN={names[0]}",
+                    "-keyout", str(key), "-out", str(csr))
+            ext.write_text(f"subjectAltName={san}\n")
+            openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-days", "30", "-extfile", str(ext), "-out", str(leaf))
+            cert.write_bytes(leaf.read_bytes() + ca_cert.read_bytes())
+        else:
+            openssl("req", "-x509", *key_args, "-nodes", "-days", "30", "-subj", f"/CN={names[0]}",
+                    "-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert))
         return cert, key
 
     def label(self, conv: Conversation) -> None:
