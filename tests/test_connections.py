@@ -111,16 +111,20 @@ def run_live(path: Path, classifier: FlowClassifier) -> list[Any]:
 
 
 def test_live_verdicts_weigh_the_connection_so_far(live_classifier: FlowClassifier) -> None:
-    """The TLS miner's windows after the handshake hold a few packets each, too few to judge; the
-    connection so far is judged, and flagged no later than any single window."""
-    verdicts = run_live(next(p for p in PCAPS if p.name == "mining-xmr-tls-443.pcap"), live_classifier)
-    start = min(v.first_seen_ms for v in verdicts)
-    from_connection = [i for i, v in enumerate(verdicts)
-                       if v.verdict == "stratum_mining" and v.first_seen_ms == start and i > 0]
-    alone = [i for i, v in enumerate(verdicts)
-             if v.verdict == "stratum_mining" and v.first_seen_ms != start]
-    assert from_connection, [(v.packets, v.verdict) for v in verdicts]
-    assert not alone or from_connection[0] <= alone[0]
+    """The TLS miner's windows after the handshake hold a few packets each, too few to judge alone;
+    the connection so far is judged, and such a window carries the connection's verdict."""
+    path = next(p for p in PCAPS if p.name == "mining-xmr-tls-443.pcap")
+    windows = list(read_flows(path, live_classifier.metadata.capture))
+    verdicts = run_live(path, live_classifier)
+    assert len(verdicts) == len(windows)
+    start = min(w.bidirectional_first_seen_ms for w in windows)
+    small = live_classifier.metadata.min_packets
+    carried = [v for w, v in zip(windows, verdicts, strict=True)
+               if w.bidirectional_packets < small and v.verdict == "stratum_mining"]
+    assert carried, [(w.bidirectional_packets, v.packets, v.verdict)
+                     for w, v in zip(windows, verdicts, strict=True)]
+    for v in carried:  # the verdict describes the connection so far, from its first packet
+        assert v.first_seen_ms == start and v.packets > small
 
 
 @pytest.mark.parametrize("name", ["https-curl-443.pcap", "longpoll-clear-8080.pcap",
