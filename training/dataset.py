@@ -216,6 +216,21 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     data_hashes: dict[str, str] = {}
     skipped_total: Counter = Counter()
     views: list[str] = []
+
+    def add(view: str, records: list, tags: list, row_ends: np.ndarray, source: str) -> None:
+        """Rows for `records`, each tagged (label, session, scenario, server port)."""
+        if not records:
+            return
+        Xs.append(vectorize(records))
+        ys.extend(CLASSES.index(t[0]) for t in tags)
+        groups.extend(t[1] for t in tags)
+        scen.extend(t[2] for t in tags)
+        srcs.extend([source] * len(tags))
+        pk.extend(f.bidirectional_packets for f in records)
+        views.extend([view] * len(tags))
+        ports.extend(t[3] for t in tags)
+        ends.append(row_ends)
+
     for run in runs:
         data_hashes[f"{run.name}/capture.pcap"] = sha256(run / "capture.pcap")
         data_hashes[f"{run.name}/labels.json"] = sha256(run / "labels.json")
@@ -235,17 +250,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                 if not flows:
                     continue
                 for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
-                    if not records:
-                        continue
-                    Xs.append(vectorize(records))
-                    ys.extend(CLASSES.index(t[0]) for t in rows_tags)
-                    groups.extend(t[1] for t in rows_tags)
-                    scen.extend(t[2] for t in rows_tags)
-                    srcs.extend([run.name] * len(rows_tags))
-                    pk.extend(f.bidirectional_packets for f in records)
-                    views.extend([name] * len(rows_tags))
-                    ports.extend(t[3] for t in rows_tags)
-                    ends.append(row_ends)
+                    add(name, records, rows_tags, row_ends, run.name)
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
         for path in sorted(corpus.iterdir()):
@@ -262,17 +267,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                 tags = [("benign", f"corpus/{path.name}", "corpus", 0)] * len(flows)
                 view_options = live_options(options) if view == LIVE_VIEW else options
                 for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
-                    if not records:
-                        continue
-                    Xs.append(vectorize(records))
-                    ys.extend([0] * len(records))
-                    groups.extend(t[1] for t in rows_tags)
-                    scen.extend(["corpus"] * len(records))
-                    srcs.extend(t[1] for t in rows_tags)
-                    pk.extend(f.bidirectional_packets for f in records)
-                    views.extend([name] * len(records))
-                    ports.extend([0] * len(records))
-                    ends.append(row_ends)
+                    add(name, records, rows_tags, row_ends, f"corpus/{path.name}")
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
     summary = {
