@@ -33,18 +33,50 @@ MAX_CONNECTIONS = 200_000
 _DIRS = ("src2dst", "dst2src")
 
 
-class _Direction:
-    """Running statistics of one direction of a connection."""
+class _Sample:
+    """Size, mean, sum of squared deviations and extremes of a sample that grows by whole
+    sub-samples (Chan et al.'s parallel formulas: the merge is exact)."""
 
-    __slots__ = ("packets", "bytes", "first", "last", "ps_mean", "ps_m2", "ps_min", "ps_max",
-                 "piat_n", "piat_mean", "piat_m2", "piat_max", "syn", "psh", "rst", "fin")
+    __slots__ = ("n", "mean", "m2", "min", "max")
 
     def __init__(self) -> None:
-        self.packets = self.bytes = 0
-        self.first = self.last = 0
-        self.ps_mean = self.ps_m2 = 0.0
-        self.ps_min = self.ps_max = 0
-        self.piat_n, self.piat_mean, self.piat_m2, self.piat_max = 0, 0.0, 0.0, 0
+        self.n = 0
+        self.mean = self.m2 = 0.0
+        self.min: float = 0
+        self.max: float = 0
+
+    def add(self, n: int, mean: float, std: float, low: float, high: float) -> None:
+        """Merge a sub-sample as nfstream reports one: size, mean, sample deviation, extremes."""
+        if n <= 0:
+            return
+        m2 = std * std * (n - 1)
+        if self.n:
+            total = self.n + n
+            delta = mean - self.mean
+            self.mean += delta * n / total
+            self.m2 += m2 + delta * delta * self.n * n / total
+            self.min, self.max = min(self.min, low), max(self.max, high)
+        else:
+            self.mean, self.m2, self.min, self.max = mean, m2, low, high
+        self.n += n
+
+    def gap(self, ms: int) -> None:
+        """Add one interval: the gap between two windows."""
+        self.add(1, float(ms), 0.0, ms, ms)
+
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+
+
+class _Direction:
+    """Running statistics of one direction of a connection: payload sizes and the gaps between
+    its packets."""
+
+    __slots__ = ("bytes", "first", "last", "ps", "piat", "syn", "psh", "rst", "fin")
+
+    def __init__(self) -> None:
+        self.bytes = self.first = self.last = 0
+        self.ps, self.piat = _Sample(), _Sample()
         self.syn = self.psh = self.rst = self.fin = 0
 
     def add(self, w: Any, d: str) -> None:
@@ -53,29 +85,12 @@ class _Direction:
          fin) = _READ[d](w)
         if n == 0:
             return
-        pn = n - 1  # gaps inside the window
-        if self.packets:
-            self.ps_mean, self.ps_m2 = _combine(self.packets, self.ps_mean, self.ps_m2,
-                                                n, mean, std * std * (n - 1))
-            self.ps_min = min(self.ps_min, mn)
-            self.ps_max = max(self.ps_max, mx)
-            gap = first - self.last  # the gap between the windows, in this direction
-            self.piat_mean, self.piat_m2 = _combine(self.piat_n, self.piat_mean, self.piat_m2,
-                                                    1, float(gap), 0.0)
-            self.piat_n += 1
-            self.piat_max = max(self.piat_max, gap)
-            if pn:
-                self.piat_mean, self.piat_m2 = _combine(self.piat_n, self.piat_mean, self.piat_m2,
-                                                        pn, pmean, pstd * pstd * (pn - 1))
-                self.piat_n += pn
-                self.piat_max = max(self.piat_max, pmax)
+        if self.ps.n:
+            self.piat.gap(first - self.last)  # between the windows, in this direction
         else:
             self.first = first
-            self.ps_mean, self.ps_m2 = mean, std * std * (n - 1)
-            self.ps_min, self.ps_max = mn, mx
-            self.piat_n, self.piat_mean = pn, pmean
-            self.piat_m2, self.piat_max = pstd * pstd * max(pn - 1, 0), pmax
-        self.packets += n
+        self.ps.add(n, mean, std, mn, mx)
+        self.piat.add(n - 1, pmean, pstd, 0, pmax)  # the gaps inside the window
         self.bytes += nbytes
         self.last = last
         self.syn += syn
@@ -85,11 +100,9 @@ class _Direction:
 
     def values(self) -> tuple[Any, ...]:
         """This direction's attributes, in the order of _OUT (for ConnectionSoFar)."""
-        n = self.packets
-        return (n, self.bytes, self.first, self.last, self.ps_min, self.ps_mean,
-                math.sqrt(self.ps_m2 / (n - 1)) if n > 1 else 0.0, self.ps_max, self.piat_mean,
-                math.sqrt(self.piat_m2 / (self.piat_n - 1)) if self.piat_n > 1 else 0.0,
-                self.piat_max, self.syn, self.psh, self.rst, self.fin)
+        ps, piat = self.ps, self.piat
+        return (ps.n, self.bytes, self.first, self.last, ps.min, ps.mean, ps.std(), ps.max,
+                piat.mean, piat.std(), piat.max, self.syn, self.psh, self.rst, self.fin)
 
 
 _FIELDS = ("packets", "bytes", "first_seen_ms", "last_seen_ms", "min_ps", "mean_ps", "stddev_ps",
@@ -99,20 +112,10 @@ _READ = {d: attrgetter(*(f"{d}_{f}" for f in _FIELDS)) for d in _DIRS}
 _OUT = {d: tuple(f"{d}_{f}" for f in _FIELDS) for d in _DIRS}
 
 
-def _combine(n1: int, mean1: float, m2_1: float, n2: int, mean2: float,
-             m2_2: float) -> tuple[float, float]:
-    """Mean and sum of squared deviations of two samples together (Chan et al.)."""
-    n = n1 + n2
-    if n == 0:
-        return 0.0, 0.0
-    delta = mean2 - mean1
-    return mean1 + delta * n2 / n, m2_1 + m2_2 + delta * delta * n1 * n2 / n
-
-
 class _Connection:
     __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first", "last", "dirs",
-                 "bi_piat_n", "bi_piat_mean", "bi_piat_m2", "bi_piat_max", "application_name",
-                 "application_is_guessed", "splt_direction", "splt_ps", "splt_piat_ms", "windows")
+                 "piat", "application_name", "application_is_guessed", "splt_direction", "splt_ps",
+                 "splt_piat_ms", "windows")
 
     def __init__(self, w: Any) -> None:
         self.src_ip, self.src_port = w.src_ip, w.src_port
@@ -120,7 +123,7 @@ class _Connection:
         self.protocol = w.protocol
         self.first = self.last = w.bidirectional_first_seen_ms
         self.dirs = (_Direction(), _Direction())
-        self.bi_piat_n, self.bi_piat_mean, self.bi_piat_m2, self.bi_piat_max = 0, 0.0, 0.0, 0
+        self.piat = _Sample()  # gaps between packets, either direction
         self.application_name, self.application_is_guessed = "Unknown", 0
         self.splt_direction: list[int] = []
         self.splt_ps: list[int] = []
@@ -132,23 +135,11 @@ class _Connection:
         ours = _DIRS[::-1] if flipped else _DIRS  # the window's name for each of our directions
         for mine, theirs in zip(self.dirs, ours, strict=True):
             mine.add(w, theirs)
-        n = w.bidirectional_packets
-        pn = n - 1
-        pmean, pstd = w.bidirectional_mean_piat_ms, w.bidirectional_stddev_piat_ms
+        gap = w.bidirectional_first_seen_ms - self.last if self.windows else 0
         if self.windows:
-            gap = w.bidirectional_first_seen_ms - self.last
-            self.bi_piat_mean, self.bi_piat_m2 = _combine(self.bi_piat_n, self.bi_piat_mean,
-                                                          self.bi_piat_m2, 1, float(gap), 0.0)
-            self.bi_piat_n += 1
-            self.bi_piat_max = max(self.bi_piat_max, gap)
-        else:
-            gap = 0
-        if pn:
-            self.bi_piat_mean, self.bi_piat_m2 = _combine(self.bi_piat_n, self.bi_piat_mean,
-                                                          self.bi_piat_m2, pn, pmean,
-                                                          pstd * pstd * (pn - 1))
-            self.bi_piat_n += pn
-            self.bi_piat_max = max(self.bi_piat_max, w.bidirectional_max_piat_ms)
+            self.piat.gap(gap)
+        self.piat.add(w.bidirectional_packets - 1, w.bidirectional_mean_piat_ms,
+                      w.bidirectional_stddev_piat_ms, 0, w.bidirectional_max_piat_ms)
         room = SPLT_PACKETS - len(self.splt_direction)
         if room > 0:
             dirs = [d for d in w.splt_direction[:room] if d >= 0]
@@ -192,10 +183,9 @@ class ConnectionSoFar:
         packets, total = s2d[0] + d2s[0], s2d[1] + d2s[1]
         self.bidirectional_packets = packets
         self.bidirectional_bytes = total
-        self.bidirectional_mean_piat_ms = c.bi_piat_mean
-        self.bidirectional_stddev_piat_ms = (math.sqrt(c.bi_piat_m2 / (c.bi_piat_n - 1))
-                                             if c.bi_piat_n > 1 else 0.0)
-        self.bidirectional_max_piat_ms = c.bi_piat_max
+        self.bidirectional_mean_piat_ms = c.piat.mean
+        self.bidirectional_stddev_piat_ms = c.piat.std()
+        self.bidirectional_max_piat_ms = c.piat.max
         pad = SPLT_PACKETS - len(c.splt_direction)
         self.splt_direction = c.splt_direction + [-1] * pad
         self.splt_ps = c.splt_ps + [0] * pad

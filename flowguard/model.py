@@ -25,7 +25,7 @@ import numpy as np
 from flowguard.capture import CaptureOptions
 from flowguard.errors import ModelError
 from flowguard.features import FEATURES, SPLT_PACKETS, judged, opens_connection
-from flowguard.modeltext import check_model_text
+from flowguard.modeltext import check_model_text, model_header
 
 CLASSES: tuple[str, ...] = ("benign", "stratum_mining", "reverse_tunnel")
 """The verdicts, in the order of the model's output columns."""
@@ -229,15 +229,17 @@ class FlowClassifier:
             meta = replace(meta, thresholds=meta.live.thresholds, capture=meta.live.capture,
                            model_sha256=meta.live.model_sha256,
                            opening_thresholds=meta.live.opening_thresholds)
-        actual = sha256_file(model_path)
+        # read once: the bytes checked are the bytes parsed
+        data = model_path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
         if actual != meta.model_sha256:
             raise ModelError(
                 f"{model_path}: checksum {actual[:12]}… does not match metadata "
                 f"{meta.model_sha256[:12]}…; the model file was changed or belongs to another model"
             )
         check_compatible(meta, path)
-        text = model_path.read_text(errors="replace")
-        header = _model_header(text)
+        text = data.decode(errors="replace")
+        header = model_header(text)
         if header.get("feature_names", "").split() != list(meta.features):
             raise ModelError(f"{model_path}: not a LightGBM model for its metadata's features")
         if header.get("num_tree_per_iteration") != str(len(meta.classes)):
@@ -350,18 +352,6 @@ class Reason:
 
 def _plain(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
-
-
-def _model_header(text: str) -> dict[str, str]:
-    """The key=value lines that open a LightGBM text model (up to the first blank line)."""
-    header: dict[str, str] = {}
-    for line in text.splitlines()[:64]:
-        if not line.strip():
-            break
-        key, sep, value = line.partition("=")
-        if sep:
-            header[key.strip()] = value.strip()
-    return header
 
 
 def check_compatible(meta: ModelMetadata, where: Path) -> None:

@@ -25,13 +25,25 @@ _OPTIONAL_LEAF_ARRAYS = ("leaf_weight", "leaf_count")
 _CATEGORICAL_SPLIT = 1  # decision_type bit: the threshold indexes cat_boundaries
 
 
+def model_header(text: str) -> dict[str, str]:
+    """The key=value lines that open a LightGBM text model (up to the first blank line)."""
+    header: dict[str, str] = {}
+    for line in text.splitlines()[:64]:
+        if not line.strip():
+            break
+        key, sep, value = line.partition("=")
+        if sep:
+            header[key.strip()] = value.strip()
+    return header
+
+
 def check_model_text(text: str, where: str, n_features: int, trees_per_iteration: int) -> int:
     """Raise ModelError naming `where` unless `text` is a whole LightGBM text model of trees over
     `n_features` features with `trees_per_iteration` trees a round; returns the number of trees."""
     head_end = text.find("\n\n")
     if not text.startswith("tree\n") or head_end < 0:
         raise ModelError(f"{where}: not a LightGBM text model (no header)")
-    header = dict(line.partition("=")[::2] for line in text[:head_end].splitlines() if "=" in line)
+    header = model_header(text)
     try:
         sizes = [int(s) for s in header["tree_sizes"].split()]
     except (KeyError, ValueError):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from flowguard.decisions import Decision
 from flowguard.store import Store
@@ -107,19 +107,16 @@ class BlocklistCache:
         """The feed if it is surely current without asking the database (nothing was written since
         it was checked and no decision has expired), else None: a check for the event loop."""
         feed = self._feed
-        if feed is None or self.store.writes != self._writes:
-            return None
-        if feed.valid_until is not None and self.clock() >= feed.valid_until:
-            return None
-        return feed
+        if self.store.writes == self._writes and _unexpired(feed, self.clock()):
+            return feed
+        return None
 
     def get(self) -> Feed:
         now = self.clock()
         feed, writes = self._feed, self.store.writes
-        if feed is not None and (feed.valid_until is None or now < feed.valid_until):
-            if writes == self._writes or self.store.change_seq() == feed.seq:
-                self._writes = writes  # nothing written, or nothing that changes the list
-                return feed
+        if _unexpired(feed, now) and (writes == self._writes or self.store.change_seq() == feed.seq):
+            self._writes = writes  # nothing written, or nothing that changes the list
+            return feed
         with self._lock:
             self._feed = self._render(now)
             self._writes = writes
@@ -135,6 +132,11 @@ class BlocklistCache:
         bodies = {"text": text, "bare": bare, "json": json.dumps(body, separators=(",", ":")).encode()}
         return Feed(bodies, hashlib.sha256(text).hexdigest()[:32], state.last_modified, state.seq,
                     state.next_expiry)
+
+
+def _unexpired(feed: Feed | None, now: datetime) -> TypeGuard[Feed]:
+    """A feed was rendered and none of its decisions has expired since."""
+    return feed is not None and (feed.valid_until is None or now < feed.valid_until)
 
 
 def not_modified(headers: Any, etag: str, last_modified: datetime | None, now: datetime) -> bool:
