@@ -83,8 +83,11 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    from importlib.metadata import version
+
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"nfstream {nfstream.__version__}, LightGBM {lightgbm.__version__}")
+            f"nfstream {nfstream.__version__}, LightGBM {lightgbm.__version__}, "
+            f"lleaves {version('lleaves')} (llvmlite {version('llvmlite')})")
 
 
 def report(title: str, rows: list[tuple[str, str]], notes: str = "") -> str:

@@ -160,11 +160,15 @@ _CAPTURE_TICK = 2
 """... for a packet of another meter, which the meter uses as a clock tick (idle expiry)."""
 LIVE_TICK_S = 0.25
 """On a quiet link the meters' clock still moves every 0.25 s: idle flows expire and a stop is seen."""
-LIVE_TICK_LAG_MS = 1500
-"""A tick says "it is now 1.5 s ago": with TPACKET_V3 the kernel hands packets over a block at a
-time, a block at the latest 1 s (nfstream's buffer timeout) after its first packet, so a packet may
-still come with an earlier timestamp than now. The meter forces packets into time order, and a tick
-at the current time would shift such a packet's time forward (and could expire its flow)."""
+LIVE_BUFFER_TIMEOUT_MS = 100
+"""With TPACKET_V3 the kernel hands packets over a block at a time: a block that does not fill is
+handed over this long after its first packet. nfstream asks for 1 s; a window's verdict then waited
+up to that long (and the ticks below 1.5 s more). Busy links fill blocks long before either."""
+LIVE_TICK_LAG_MS = 400
+"""A tick says "it is now 0.4 s ago": a packet may still come with an earlier timestamp than now
+(its block is handed over up to LIVE_BUFFER_TIMEOUT_MS later, and the meter may be busy). The meter
+forces packets into time order, and a tick at the current time would shift such a packet's time
+forward (and could expire its flow)."""
 
 
 class _LiveEngine:
@@ -177,11 +181,21 @@ class _LiveEngine:
     ready the wrapper waits on the capture's descriptor for at most LIVE_TICK_S and then reports a
     clock tick (at the current time less LIVE_TICK_LAG_MS). Once `stop` is set it reports
     end-of-file, and nfstream exports what it holds. The cost is a few Python operations per packet,
-    in a loop that is Python per packet already.
+    in a loop that is Python per packet already. Its `capture_set_timeout` sets the kernel's block
+    timeout to LIVE_BUFFER_TIMEOUT_MS instead of nfstream's 1 s.
     """
 
     def __init__(self, ffi: Any, lib: Any, stop: LiveStop) -> None:
         self._lib = lib
+        set_timeout = lib.capture_set_timeout
+
+        def capture_set_timeout(capture: Any, *rest: Any) -> Any:
+            failed = set_timeout(capture, *rest)
+            if not failed:
+                _libpcap_call(ffi, capture, "pcap_set_timeout", LIVE_BUFFER_TIMEOUT_MS)
+            return failed
+
+        self.capture_set_timeout = capture_set_timeout
         flag, real = stop._flag, lib.capture_next
         poller = select.poll()
         ready: list[bool] = []
@@ -210,22 +224,32 @@ class _LiveEngine:
         return value
 
 
-def _make_pollable(ffi: Any, capture: Any, poller: select.poll) -> bool:
-    """Put a live libpcap handle in non-blocking mode and register its descriptor with `poller`;
-    False (and the handle left as it was) where that is not possible."""
+def _libpcap_call(ffi: Any, capture: Any, name: str, *args: Any) -> int | None:
+    """libpcap's `name`(handle, *args) on nfstream's capture handle (libpcap is linked into
+    nfstream's engine library); None where it cannot be called."""
     import ctypes
 
     import _lib_engine  # nfstream's engine library, which carries libpcap
 
     try:
-        libpcap = ctypes.CDLL(_lib_engine.__file__)
-        handle = ctypes.c_void_p(int(ffi.cast("uintptr_t", capture)))
-        libpcap.pcap_get_selectable_fd.argtypes = [ctypes.c_void_p]
-        libpcap.pcap_setnonblock.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]
-        fd = libpcap.pcap_get_selectable_fd(handle)
-        if fd < 0 or libpcap.pcap_setnonblock(handle, 1, ctypes.create_string_buffer(256)) != 0:
-            return False
+        function = getattr(ctypes.CDLL(_lib_engine.__file__), name)
     except (OSError, AttributeError):
+        return None
+    # arguments: ints, or a buffer from ctypes.create_string_buffer (libpcap's error text)
+    function.argtypes = [ctypes.c_void_p] + [ctypes.c_int if isinstance(a, int) else ctypes.c_char_p
+                                             for a in args]
+    function.restype = ctypes.c_int
+    return int(function(ctypes.c_void_p(int(ffi.cast("uintptr_t", capture))), *args))
+
+
+def _make_pollable(ffi: Any, capture: Any, poller: select.poll) -> bool:
+    """Put a live libpcap handle in non-blocking mode and register its descriptor with `poller`;
+    False (and the handle left as it was) where that is not possible."""
+    import ctypes
+
+    fd = _libpcap_call(ffi, capture, "pcap_get_selectable_fd")
+    errbuf = ctypes.create_string_buffer(256)
+    if fd is None or fd < 0 or _libpcap_call(ffi, capture, "pcap_setnonblock", 1, errbuf) != 0:
         return False
     poller.register(fd, select.POLLIN)
     return True
@@ -240,6 +264,45 @@ def _live_engine(create_engine: Any, stop: LiveStop) -> Any:
         return ffi, (None if lib is None else _LiveEngine(ffi, lib, stop))
 
     return create
+
+
+def _recency_ordered_cache(meter: Any) -> dict[str, Any]:
+    """Replacements for nfstream's flow cache and idle scan, so that idle flows expire on time.
+
+    nfstream's meter keeps its flows in an OrderedDict and, every 10 ms, expires flows from its
+    front while they are idle, stopping at the first that is not: a least-recently-used scan. But a
+    packet's update reads its flow without moving it to the back, so the order is the order of
+    creation, and an idle flow waits behind any older flow that is still active (in a live capture,
+    until that flow's window is cut: up to the active timeout later). Here a flow moves to the back
+    whenever its packet reads it (one C-level OrderedDict operation), and the scan reads the front
+    flow without moving it.
+    """
+    from collections import OrderedDict
+
+    base = meter.NFCache
+    get = OrderedDict.__getitem__
+
+    class RecencyCache(base):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key: str) -> Any:
+            value: Any = get(self, key)
+            self.move_to_end(key)
+            return value
+
+    def meter_scan(meter_tick: int, cache: Any, idle_timeout: int, channel: Any, *expire_args: Any) -> int:
+        scanned = 0
+        while scanned < 1000:  # nfstream's budget: at most 1000 flows every 10 ms
+            key = next(iter(cache), None)
+            if key is None:
+                break
+            flow = get(cache, key)
+            if not flow.is_idle(meter_tick, idle_timeout):
+                break  # the least recently used flow is not idle: none is
+            channel.put(flow.expire(*expire_args))
+            del cache[key]
+            scanned += 1
+        return scanned
+
+    return {"NFCache": RecencyCache, "meter_scan": meter_scan}
 
 
 def read_live(
@@ -282,15 +345,19 @@ def read_live(
     if stats is not None:
         _live_stats = stats
         nfstream.streamer.update_performances = _record_performances
-    create_engine = nfstream.meter.create_engine
-    # the meters are forked at the first next(): they take the wrapped engine with them
-    nfstream.meter.create_engine = _live_engine(create_engine, stop or LiveStop())
+    patched = {"create_engine": _live_engine(nfstream.meter.create_engine, stop or LiveStop()),
+               **_recency_ordered_cache(nfstream.meter)}
+    saved = {name: getattr(nfstream.meter, name) for name in patched}
+    # the meters are forked at the first next(): they take the patched functions with them
+    for name, value in patched.items():
+        setattr(nfstream.meter, name, value)
     try:
         yield from streamer
     except ValueError as exc:
         raise CaptureError(f"{interface}: {exc}") from exc
     finally:
-        nfstream.meter.create_engine = create_engine
+        for name, value in saved.items():
+            setattr(nfstream.meter, name, value)
         if stats is not None and _live_stats is stats:
             _live_stats = None
 

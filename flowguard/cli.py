@@ -57,18 +57,37 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load_model(model: Path | None, live: bool = False, lazy: bool = False) -> FlowClassifier:
-    """The model at `model` (else the bundled one); `live`: its booster for live windows; `lazy`:
-    see FlowClassifier.load."""
+class Predictor(str, Enum):
+    auto = "auto"
+    compiled = "compiled"
+    lightgbm = "lightgbm"
+
+
+def _load_model(model: Path | None, live: bool = False, lazy: bool = False,
+                predictor: Predictor = Predictor.auto) -> FlowClassifier:
+    """The model at `model` (else the bundled one); `live`: its booster for live windows; `lazy`,
+    `predictor`: see FlowClassifier.load."""
     try:
         return FlowClassifier.load(model if model is not None else default_model_dir(), live=live,
-                                   lazy=lazy)
+                                   lazy=lazy, predictor=predictor.value)
     except ModelError as exc:
-        raise _fail(f"--model: {exc}", EXIT_USAGE) from exc
+        raise _fail(_model_error(exc), EXIT_USAGE) from exc
+
+
+def _model_error(exc: ModelError) -> str:
+    """The message, under the option it is about."""
+    return str(exc).replace("predictor: ", "--predictor: ", 1) if str(exc).startswith("predictor: ") \
+        else f"--model: {exc}"
 
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", "-m", help="Model directory [default: bundled].")
+]
+PredictorOption = Annotated[
+    Predictor,
+    typer.Option("--predictor", envvar="FLOWGUARD_PREDICTOR",
+                 help="compiled: the model's trees compiled to machine code (lleaves), about 4x faster "
+                      "than lightgbm, same scores; auto: compiled where it can be."),
 ]
 
 
@@ -84,6 +103,7 @@ def triage_cmd(
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
     model: ModelOption = None,
+    predictor: PredictorOption = Predictor.auto,
     progress: Annotated[
         bool, typer.Option(help="Progress bar on stderr (shown only on a terminal).")
     ] = True,
@@ -102,7 +122,7 @@ def triage_cmd(
     ] = None,
 ) -> None:
     """Classify every flow in capture files: stratum_mining, reverse_tunnel or benign."""
-    classifier = _load_model(model, lazy=True)
+    classifier = _load_model(model, lazy=True, predictor=predictor)
     publisher: Publisher | None = None
     if publish is not None:
         from flowguard.publish import Publisher
@@ -167,8 +187,8 @@ def triage_cmd(
             sys.stderr.close()
             raise typer.Exit(EXIT_OK) from None
         raise _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", EXIT_USAGE) from exc
-    except ModelError as exc:  # the trees of a lazily loaded model are parsed at the first flow
-        raise _fail(f"--model: {exc}", EXIT_USAGE) from exc
+    except ModelError as exc:  # the trees of a lazily loaded model are read at the first flow
+        raise _fail(_model_error(exc), EXIT_USAGE) from exc
     except FlowguardError as exc:
         raise _fail(str(exc), EXIT_INPUT) from exc
     finally:
@@ -186,7 +206,7 @@ def model_info(
     model: ModelOption = None,
 ) -> None:
     """Print a model's metadata (after checking it) as JSON."""
-    classifier = _load_model(model)
+    classifier = _load_model(model, predictor=Predictor.lightgbm)  # LightGBM reads it: checked
     meta = classifier.metadata.to_dict()
     meta["path"] = str(classifier.path)
     typer.echo(json.dumps(meta, indent=2))
@@ -264,6 +284,7 @@ def watch_cmd(
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (127.0.0.1).")
     ] = None,
     model: ModelOption = None,
+    predictor: PredictorOption = Predictor.auto,
 ) -> None:
     """Classify live traffic on an interface; verdicts within seconds. Stops on SIGTERM/SIGINT."""
     import signal
@@ -273,7 +294,7 @@ def watch_cmd(
 
     if fmt is Format.table:
         raise _fail("--format table is not available for watch: use jsonl or csv", EXIT_USAGE)
-    classifier = _load_model(model, live=True)
+    classifier = _load_model(model, live=True, predictor=predictor)
     source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib)
     publisher: Publisher | None = None
     if publish is not None:
@@ -388,7 +409,7 @@ def serve_cmd(
         from flowguard.service.live import attach_capture
 
         source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib)
-        classifier = _load_model(settings.model, live=True)
+        classifier = _load_model(settings.model, live=True, predictor=Predictor(settings.predictor))
         pipeline = attach_capture(service_app.state.service, source, classifier)
         pipeline.start()
         err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s, "

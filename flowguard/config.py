@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         description="Model directory whose metadata and thresholds the service uses.",
         json_schema_extra={"shown_default": "the bundled model (or FLOWGUARD_MODEL)"},
     )
+    predictor: Literal["auto", "compiled", "lightgbm"] = Field(
+        "auto",
+        description="What predicts live verdicts (`serve --interface`): `compiled`, the model's trees "
+        "compiled to machine code by lleaves (same scores, about 4x faster); `lightgbm`; `auto`, "
+        "compiled where it can be.",
+    )
     threshold_stratum_mining: Threshold = Field(
         None,
         description="Score from which a stratum_mining verdict is blocked (0-1).",
@@ -289,7 +295,8 @@ class Settings(BaseSettings):
         return self.db_path if self.db_path is not None else self.data_dir / "flowguard.db"
 
     def threshold_for(self, verdict: str, model_thresholds: Mapping[str, float]) -> float:
-        """The score from which `verdict` is blocked: the setting, else the model's threshold."""
+        """The score from which `verdict` is blocked: the setting, else the model's threshold
+        (`model_thresholds`: the service passes ModelMetadata.lowest_thresholds)."""
         value: float | None = getattr(self, f"threshold_{verdict}", None)
         if value is None:
             value = model_thresholds.get(verdict, 0.5)

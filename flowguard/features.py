@@ -14,7 +14,8 @@ What the features describe (see shared/DOMAIN.md):
 - which end begins the window: a live window cut from a long connection begins with whoever spoke
   next, and in a reverse tunnel in use that is the outside server;
 - the first packets of the flow (nfstream's `splt_analysis`): size, direction and gap of each,
-  which lets a verdict come early, before the flow ends;
+  and each direction's first payloads in that direction's own order (which stay put when the two
+  ends' packets cross on the wire), which lets a verdict come early, before the flow ends;
 - nDPI's application family, as one feature among many (it misses TLS and XMRig's `login`).
 """
 
@@ -129,8 +130,15 @@ _SPLT_SUMMARY = (
 _SPLT_COLUMNS = tuple(f"pkt{i:02d}_size" for i in range(1, SPLT_PACKETS + 1)) + tuple(
     f"pkt{i:02d}_gap_ms" for i in range(2, SPLT_PACKETS + 1)
 )
+PAYLOADS_PER_DIRECTION = 6
+"""Each direction's first payload-carrying packets, in that direction's own order: unlike the
+interleaved `pktNN_size` columns, they do not change when the two ends' packets cross on the wire
+(a TLS 1.3 server's session tickets and the client's first request race each other)."""
+PER_DIRECTION_PAYLOADS = tuple(
+    f"{d}_pay{i:02d}_size" for d in ("s2d", "d2s") for i in range(1, PAYLOADS_PER_DIRECTION + 1)
+)
 
-FEATURES: tuple[str, ...] = _DERIVED + _SPLT_SUMMARY + _SPLT_COLUMNS
+FEATURES: tuple[str, ...] = _DERIVED + _SPLT_SUMMARY + _SPLT_COLUMNS + PER_DIRECTION_PAYLOADS
 """Column names of `vectorize`'s matrix, in order."""
 CATEGORICAL: tuple[str, ...] = ("app_family",)
 _SYN_COL, _PACKETS_COL = FEATURES.index("syn_packets"), FEATURES.index("packets")
@@ -291,4 +299,17 @@ def _first_packets(direction: np.ndarray, size: np.ndarray, gap: np.ndarray, out
     k = len(summary)
     signed = np.where(present, np.where(d2s, -size, size), np.nan)
     out[:, k : k + SPLT_PACKETS] = signed
-    out[:, k + SPLT_PACKETS :] = np.where(present[:, 1:], gap[:, 1:], np.nan)
+    k += SPLT_PACKETS
+    out[:, k : k + SPLT_PACKETS - 1] = np.where(present[:, 1:], gap[:, 1:], np.nan)
+    k += SPLT_PACKETS - 1
+    for mask in (payload & s2d, payload & d2s):
+        _nth_of_each_row(mask, size, out[:, k : k + PAYLOADS_PER_DIRECTION])
+        k += PAYLOADS_PER_DIRECTION
+
+
+def _nth_of_each_row(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
+    """out[r, j] = the value of row r's (j+1)-th masked position, NaN where it has fewer."""
+    out[:] = np.nan
+    rank = np.cumsum(mask, axis=1) - 1
+    rows, cols = np.nonzero(mask & (rank < out.shape[1]))
+    out[rows, rank[rows, cols]] = values[rows, cols]

@@ -150,7 +150,7 @@ def _triage_file(
     flows = read_flows(p, classifier.metadata.capture)
     try:
         first = list(islice(flows, 1))  # nfstream's meter is reading in its own process now...
-        classifier.prepare()  # ...while a lazily loaded model imports LightGBM here (0.1-0.2 s)
+        classifier.prepare()  # ...while a lazily loaded model loads its compiled trees here
         flows = chain(first, flows)
         while batch := list(islice(flows, batch_size)):
             verdicts = classify_batch(path, batch, classifier)

@@ -66,6 +66,33 @@ def test_first_packets_signed_by_direction_and_missing_as_nan() -> None:
     assert row(x, "first_server_speaks_first") == 0.0
 
 
+
+def test_each_directions_payloads_in_its_own_order() -> None:
+    x = vectorize([flow()])
+    assert row(x, "s2d_pay01_size") == 180.0  # the client's first payload (packet 4)
+    assert math.isnan(row(x, "s2d_pay02_size"))  # it sent one
+    assert row(x, "d2s_pay01_size") == 400.0
+    assert row(x, "d2s_pay02_size") == 650.0
+    assert math.isnan(row(x, "d2s_pay03_size"))
+
+
+def test_packets_crossing_on_the_wire_leave_per_direction_payloads_alone() -> None:
+    """A TLS 1.3 server's session ticket and the client's first request race each other: which
+    passes the capture point first changes the interleaved columns, not the per-direction ones."""
+    head = ([0, 1, 0], [0, 0, 0], [0, 1, 1])
+    one = flow(splt_direction=[*head[0], 0, 1, 1, 0] + [-1] * (SPLT_PACKETS - 7),
+               splt_ps=[*head[1], 332, 510, 510, 90] + [-1] * (SPLT_PACKETS - 7),
+               splt_piat_ms=[*head[2], 1, 0, 0, 2] + [-1] * (SPLT_PACKETS - 7))
+    other = flow(splt_direction=[*head[0], 1, 1, 0, 0] + [-1] * (SPLT_PACKETS - 7),
+                 splt_ps=[*head[1], 510, 510, 332, 90] + [-1] * (SPLT_PACKETS - 7),
+                 splt_piat_ms=[*head[2], 1, 0, 0, 2] + [-1] * (SPLT_PACKETS - 7))
+    x = vectorize([one, other])
+    per_direction = [FEATURES.index(n) for n in FEATURES if "_pay" in n and n.endswith("_size")]
+    assert len(per_direction) == 12
+    np.testing.assert_array_equal(x[0, per_direction], x[1, per_direction])
+    assert x[0, FEATURES.index("pkt04_size")] != x[1, FEATURES.index("pkt04_size")]
+    assert row(x[:1], "s2d_pay02_size") == 90.0
+
 def test_one_direction_flow_has_nan_stats_for_the_other() -> None:
     x = vectorize([flow(dst2src_packets=0, dst2src_bytes=0, dst2src_mean_ps=0.0)])
     assert math.isnan(row(x, "d2s_mean_ps"))

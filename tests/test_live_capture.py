@@ -181,10 +181,42 @@ def test_quiet_link_still_exports_idle_flows_and_stops(link: None, tmp_path: Pat
             time.sleep(0.2)
         exported_after = time.monotonic() - ended
         assert _echo_flows(out), "the idle flow was not exported on a quiet link"
-        assert exported_after < 7, exported_after  # idle 2 s, the tick (1.5 s behind, every 0.25 s), a batch
+        print(f"idle flow exported {exported_after:.2f} s after its last packet")
+        assert exported_after < 7, exported_after  # idle 2 s, the tick (0.4 s behind, every 0.25 s), a batch
     finally:
         stopping = time.monotonic()
         err = _stop(watch, 20)
     assert watch.returncode == 0, err
     assert time.monotonic() - stopping < 5, err
     assert "did not end" not in err
+
+
+def test_an_idle_flow_does_not_wait_behind_an_older_active_one(link: None, tmp_path: Path) -> None:
+    """A long connection keeps talking (windows of 60 s) while a newer short one ends: the short one
+    is exported once idle (2 s), not when the older one's window is cut. nfstream's own cache kept
+    flows in order of creation, so its idle scan stopped at the older, active flow."""
+    out = tmp_path / "verdicts.jsonl"
+    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
+         "--active-timeout", "60", "--idle-timeout", "2", "--format", "jsonl", "--output", str(out)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    chatter = None
+    try:
+        time.sleep(2)
+        chatter = subprocess.Popen(["ip", "netns", "exec", NS_A, sys.executable, "-c", CHATTER])
+        time.sleep(1)
+        sh("ip", "netns", "exec", NS_A, sys.executable, "-c", ONE_SHOT)
+        ended = time.monotonic()
+        while len(_echo_flows(out)) < 1 and time.monotonic() - ended < 30:
+            time.sleep(0.1)
+        exported_after = time.monotonic() - ended
+        rows = _echo_flows(out)
+        print(f"short flow exported {exported_after:.2f} s after its last packet")
+        assert len(rows) == 1 and rows[0]["packets"] < 12, rows  # the one-shot; the chatter goes on
+        assert exported_after < 10, exported_after  # idle 2 s and the meter's lag; the window is 60 s
+    finally:
+        err = _stop(watch, 20)
+        if chatter is not None:
+            chatter.kill()
+    assert watch.returncode == 0, err

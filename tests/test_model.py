@@ -211,11 +211,21 @@ def test_nothing_in_flowguard_unpickles() -> None:
 
 
 def test_lazy_load_checks_now_and_parses_at_first_prediction(classifier: FlowClassifier) -> None:
-    lazy = FlowClassifier.load(classifier.path, lazy=True)
+    lazy = FlowClassifier.load(classifier.path, lazy=True, predictor="lightgbm")
     assert lazy._booster is None and lazy.path == classifier.path
     x = np.random.default_rng(2).uniform(0, 1000, size=(30, len(FEATURES))).astype(np.float32)
-    np.testing.assert_array_equal(lazy.predict_proba(x), classifier.predict_proba(x))
+    np.testing.assert_allclose(lazy.predict_proba(x), classifier.predict_proba(x), rtol=0, atol=1e-12)
+    assert lazy._booster is not None and lazy.predictor == "lightgbm"
+
+
+def test_a_lazy_compiled_model_parses_lightgbm_only_to_explain(classifier: FlowClassifier) -> None:
+    lazy = FlowClassifier.load(classifier.path, lazy=True, predictor="compiled")
+    x = np.random.default_rng(2).uniform(0, 1000, size=(30, len(FEATURES))).astype(np.float32)
+    proba = lazy.predict_proba(x)
+    assert lazy.predictor == "compiled" and lazy._booster is None
+    assert lazy.explain(x[:2], np.array([1, 2]))  # LightGBM's pred_contrib, parsed now
     assert lazy._booster is not None
+    np.testing.assert_allclose(proba, classifier.predict_proba(x), rtol=0, atol=1e-12)
 
 
 def test_lazy_load_still_refuses_a_tampered_model(model_copy: Path) -> None:
@@ -278,3 +288,14 @@ def test_live_metadata_round_trips_its_opening_thresholds(classifier: FlowClassi
     loaded = FlowClassifier.load(classifier.path, live=True).metadata
     assert loaded.opening_thresholds == live.opening_thresholds
     assert classifier.metadata.opening_thresholds is None  # triage's flows: never
+
+
+def test_lowest_thresholds_cover_every_booster_and_window_kind(classifier: FlowClassifier) -> None:
+    meta = classifier.metadata
+    assert meta.live is not None and meta.live.opening_thresholds is not None
+    lowest = meta.lowest_thresholds()
+    for c in CLASSES:
+        expected = min(meta.thresholds[c], meta.live.thresholds[c], meta.live.opening_thresholds[c])
+        assert lowest[c] == expected
+    live = FlowClassifier.load(classifier.path, live=True, lazy=True).metadata
+    assert live.lowest_thresholds() == lowest  # the same whichever booster was loaded

@@ -195,7 +195,8 @@ async def test_feedback(svc: Harness) -> None:
 
 
 async def test_thresholds_default_to_the_model_and_can_be_set(tmp_path: Path, model) -> None:
-    mining = model.thresholds["stratum_mining"]
+    mining = model.lowest_thresholds()["stratum_mining"]  # a live window that opens its connection
+    assert mining < model.thresholds["stratum_mining"]
     models_own = {"threshold_stratum_mining": None, "threshold_reverse_tunnel": None}
     async with running(tmp_path / "a", model, **models_own) as h:
         body = await h.ingest(flow(dst="203.0.113.1", score=mining - 0.01),

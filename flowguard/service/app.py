@@ -61,7 +61,8 @@ def firewall_adapter(settings: Settings) -> FirewallAdapter:
 
 def load_model(settings: Settings) -> tuple[ModelMetadata, str]:
     """The metadata of the model the settings name (ModelError if it cannot be used)."""
-    classifier = FlowClassifier.load(settings.model if settings.model is not None else default_model_dir())
+    classifier = FlowClassifier.load(settings.model if settings.model is not None else default_model_dir(),
+                                     lazy=True)  # checked; the service predicts nothing itself
     return classifier.metadata, str(classifier.path)
 
 
@@ -84,7 +85,7 @@ def create_app(
         store = Store(settings.database)
     if adapter is None:
         adapter = firewall_adapter(settings)
-    policy = Policy(settings, store, adapter, model.thresholds, clock)
+    policy = Policy(settings, store, adapter, model.lowest_thresholds(), clock)
     metrics = Metrics(policy, store, CLASSES, clock)
     info = {**model.to_dict(), "path": model_path}
     service = Service(settings, store, policy, metrics, BlocklistCache(store, clock), info, clock, owns_store)
