@@ -72,11 +72,7 @@ ECHO = ("import socket, threading\n"
 
 def test_capture_goes_on_after_the_interface_flaps(link: None, tmp_path: Path) -> None:
     out = tmp_path / "verdicts.jsonl"
-    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
-    watch = subprocess.Popen(
-        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
-         "--active-timeout", "2", "--format", "jsonl", "--output", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watch = _echo_and_watch(out, "--active-timeout", "2")
 
     def flows_after(t_ms: float) -> int:
         if not out.exists():
@@ -126,6 +122,15 @@ s.sendall(b'hello'); s.recv(64)
 """
 
 
+def _echo_and_watch(out: Path, *options: str) -> subprocess.Popen[str]:
+    """The echo server in namespace b, and `flowguard watch` on its veth writing JSONL to `out`."""
+    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
+    return subprocess.Popen(
+        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
+         *options, "--format", "jsonl", "--output", str(out)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def _echo_flows(out: Path) -> list[dict]:
     if not out.exists():
         return []
@@ -137,11 +142,7 @@ def test_sigterm_writes_the_flows_still_open(link: None, tmp_path: Path) -> None
     """A short connection has ended and a long one is mid-window, both well within their timeouts
     (600 s): on SIGTERM both are exported, classified and written."""
     out = tmp_path / "verdicts.jsonl"
-    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
-    watch = subprocess.Popen(
-        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
-         "--active-timeout", "600", "--idle-timeout", "600", "--format", "jsonl", "--output", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watch = _echo_and_watch(out, "--active-timeout", "600", "--idle-timeout", "600")
     chatter = None
     try:
         time.sleep(2)
@@ -168,11 +169,7 @@ def test_quiet_link_still_exports_idle_flows_and_stops(link: None, tmp_path: Pat
     for ns in (NS_A, NS_B):
         sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
     out = tmp_path / "verdicts.jsonl"
-    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
-    watch = subprocess.Popen(
-        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
-         "--format", "jsonl", "--output", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watch = _echo_and_watch(out)
     try:
         time.sleep(2)
         sh("ip", "netns", "exec", NS_A, sys.executable, "-c", ONE_SHOT)
@@ -196,11 +193,7 @@ def test_an_idle_flow_does_not_wait_behind_an_older_active_one(link: None, tmp_p
     is exported once idle (2 s), not when the older one's window is cut. nfstream's own cache kept
     flows in order of creation, so its idle scan stopped at the older, active flow."""
     out = tmp_path / "verdicts.jsonl"
-    subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", ECHO])
-    watch = subprocess.Popen(
-        ["ip", "netns", "exec", NS_B, sys.executable, "-m", "flowguard", "watch", "--interface", "veth0",
-         "--active-timeout", "60", "--idle-timeout", "2", "--format", "jsonl", "--output", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watch = _echo_and_watch(out, "--active-timeout", "60", "--idle-timeout", "2")
     chatter = None
     try:
         time.sleep(2)
