@@ -170,6 +170,7 @@ class LivePipeline:
         self._worker = threading.Thread(target=self._classify_loop, name="live-classify",
                                         daemon=True)
         self._capturing.set()
+        self.classifier.prepare_explanations()  # the first flagged window need not wait for it
         self._reader.start()
         self._worker.start()
 

@@ -37,6 +37,26 @@ def model_header(text: str) -> dict[str, str]:
     return header
 
 
+def one_class_text(text: str, cls: int, trees_per_iteration: int) -> str:
+    """The model `text` (passed by check_model_text) with only the trees of output `cls`, as a model
+    of one output: it predicts that class's raw score, and its SHAP values (`pred_contrib`) are the
+    whole model's for that class, computed on a third of the trees of three classes. LightGBM writes
+    each round's trees one class after another."""
+    header = model_header(text)
+    sizes = [int(s) for s in header["tree_sizes"].split()]
+    pos = text.find("\n\n") + 2
+    trees: list[str] = []
+    for i, size in enumerate(sizes):
+        if i % trees_per_iteration == cls:
+            body = text[pos : pos + size].split("\n", 1)[1]
+            trees.append(f"Tree={len(trees)}\n{body}")
+        pos += size
+    changed = {"num_class": "1", "num_tree_per_iteration": "1", "objective": "regression",
+               "tree_sizes": " ".join(str(len(t)) for t in trees)}
+    lines = ["tree", *(f"{k}={changed.get(k, v)}" for k, v in header.items())]
+    return "\n".join(lines) + "\n\n" + "".join(trees) + "end of trees\n"
+
+
 def check_model_text(text: str, where: str, n_features: int, trees_per_iteration: int) -> int:
     """Raise ModelError naming `where` unless `text` is a whole LightGBM text model of trees over
     `n_features` features with `trees_per_iteration` trees a round; returns the number of trees."""

@@ -155,6 +155,10 @@ def _triage_file(
         while batch := list(islice(flows, batch_size)):
             verdicts = classify_batch(path, batch, classifier)
             done.counts.update(v.verdict for v in verdicts)
+            # more flows to come (a small file is read whole by now): LightGBM, which explains
+            # flagged flows, is loaded in a thread while the meter reads on
+            if len(batch) == batch_size:
+                classifier.prepare_explanations()
             yield verdicts
     except CaptureError as exc:
         done.error = str(exc).removeprefix(f"{path}: ")

@@ -223,9 +223,36 @@ def test_a_lazy_compiled_model_parses_lightgbm_only_to_explain(classifier: FlowC
     x = np.random.default_rng(2).uniform(0, 1000, size=(30, len(FEATURES))).astype(np.float32)
     proba = lazy.predict_proba(x)
     assert lazy.predictor == "compiled" and lazy._booster is None
-    assert lazy.explain(x[:2], np.array([1, 2]))  # LightGBM's pred_contrib, parsed now
-    assert lazy._booster is not None
+    assert lazy.explain(x[:2], np.array([1, 2]))  # LightGBM's pred_contrib, on one class's trees
+    assert set(lazy._explainers) == {1, 2} and lazy._booster is None
     np.testing.assert_allclose(proba, classifier.predict_proba(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_explanations_are_the_whole_models_shap_values_for_the_class(classifier: FlowClassifier,
+                                                                     live: bool) -> None:
+    """explain() runs pred_contrib on a booster of one class's trees (modeltext.one_class_text): the
+    values must be the whole model's for that class, and its raw score that class's."""
+    from flowguard.model import Reason
+
+    clf = FlowClassifier.load(classifier.path, live=live, predictor="lightgbm")
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 2000, size=(200, len(FEATURES))).astype(np.float32)
+    x[rng.uniform(size=x.shape) < 0.2] = np.nan
+    x[:, FEATURES.index("app_family")] = rng.integers(0, 8, size=200)
+    width = len(FEATURES) + 1
+    whole = clf.booster.predict(x, pred_contrib=True).reshape(200, len(CLASSES), width)
+    raw = clf.booster.predict(x, raw_score=True)
+    for cls in range(len(CLASSES)):
+        one = clf._explainer(cls)
+        np.testing.assert_allclose(one.predict(x, pred_contrib=True), whole[:, cls], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(one.predict(x, raw_score=True), raw[:, cls], rtol=0, atol=1e-12)
+    classes = rng.integers(1, 3, size=200)
+    for row, reasons in enumerate(clf.explain(x, classes, top=3)):
+        values = whole[row, classes[row], :-1]
+        top = [j for j in np.argsort(-values)[:3] if values[j] > 0]
+        assert reasons == [Reason(FEATURES[j], reasons[k].value, round(float(values[j]), 4))
+                           for k, j in enumerate(top)]
 
 
 def test_lazy_load_still_refuses_a_tampered_model(model_copy: Path) -> None:
@@ -299,3 +326,17 @@ def test_lowest_thresholds_cover_every_booster_and_window_kind(classifier: FlowC
         assert lowest[c] == expected
     live = FlowClassifier.load(classifier.path, live=True, lazy=True).metadata
     assert live.lowest_thresholds() == lowest  # the same whichever booster was loaded
+
+
+def test_explanations_are_prepared_once_in_a_background_thread(classifier: FlowClassifier) -> None:
+    import threading
+
+    lazy = FlowClassifier.load(classifier.path, lazy=True)
+    lazy.prepare_explanations()
+    lazy.prepare_explanations()  # a second call starts nothing
+    threads = [t for t in threading.enumerate() if t.name == "flowguard-explainer"]
+    assert len(threads) <= 1
+    for t in threads:
+        t.join(30)
+    assert set(lazy._explainers) == {1, 2}  # benign verdicts are not explained
+    assert lazy._booster is None  # the whole LightGBM model is never needed to explain
