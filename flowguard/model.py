@@ -192,7 +192,7 @@ class FlowClassifier:
         self._compile_tried = False
         self._booster_lock = threading.Lock()
         self._explainers: dict[int, Any] = {}  # class -> a booster of its trees alone
-        self._explainers_started = False
+        self._explainer_thread: threading.Thread | None = None
         self.metadata = metadata
         self.path = path
 
@@ -219,9 +219,16 @@ class FlowClassifier:
             except ModelError:
                 pass  # `explain` tries again and raises it
 
-        if not self._explainers_started and len(self._explainers) < len(self.classes) - 1:
-            self._explainers_started = True
-            threading.Thread(target=parse, name="flowguard-explainer", daemon=True).start()
+        if self._explainer_thread is None and len(self._explainers) < len(self.classes) - 1:
+            self._explainer_thread = threading.Thread(target=parse, name="flowguard-explainer",
+                                                      daemon=True)
+            self._explainer_thread.start()
+
+    def settle(self) -> None:
+        """Wait until a `prepare_explanations` thread is done: before forking (a child would inherit
+        the import locks it holds) and before the process exits."""
+        if self._explainer_thread is not None:
+            self._explainer_thread.join()
 
     def _explainer(self, cls: int) -> Any:
         """A LightGBM booster of class `cls`'s trees alone (modeltext.one_class_text): the same SHAP

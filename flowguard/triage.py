@@ -131,6 +131,7 @@ def triage(
                 yield FileDone(path, error=problem)
                 continue
             yield from _triage_file(path, classifier, batch_size, walker)
+    classifier.settle()
 
 
 def _triage_file(
@@ -145,6 +146,8 @@ def _triage_file(
     if done.error:
         yield done
         return
+    # nfstream forks its meter for each file: not while a thread is importing LightGBM
+    classifier.settle()
     # The framing walk (is the file whole?) runs beside nfstream, which reads in its own process.
     framing: Future[CaptureInfo] = walker.submit(inspect_capture, p)
     flows = read_flows(p, classifier.metadata.capture)

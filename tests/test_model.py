@@ -336,7 +336,7 @@ def test_explanations_are_prepared_once_in_a_background_thread(classifier: FlowC
     lazy.prepare_explanations()  # a second call starts nothing
     threads = [t for t in threading.enumerate() if t.name == "flowguard-explainer"]
     assert len(threads) <= 1
-    for t in threads:
-        t.join(30)
+    lazy.settle()
+    assert not any(t.is_alive() for t in threads)
     assert set(lazy._explainers) == {1, 2}  # benign verdicts are not explained
     assert lazy._booster is None  # the whole LightGBM model is never needed to explain
