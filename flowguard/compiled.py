@@ -51,8 +51,6 @@ class CompiledModel:
         self._classes = classes
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        if matrix.shape[0] == 0:
-            return np.empty((0, self._classes))
         data = np.ascontiguousarray(matrix, dtype=np.float64)
         return np.asarray(self._model.predict(data, n_jobs=1)).reshape(matrix.shape[0], self._classes)
 

@@ -170,9 +170,6 @@ class LivePipeline:
         self._worker = threading.Thread(target=self._classify_loop, name="live-classify",
                                         daemon=True)
         self._capturing.set()
-        # parsed now, before nfstream forks its meters: the first flagged window need not wait
-        self.classifier.prepare_explanations()
-        self.classifier.settle()
         self._reader.start()
         self._worker.start()
 

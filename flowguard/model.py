@@ -213,9 +213,7 @@ class FlowClassifier:
 
         def parse() -> None:
             try:
-                for cls in range(len(self.classes)):
-                    if cls != BENIGN:  # benign verdicts are not explained
-                        self._explainer(cls)
+                self._parse_explainers()
             except ModelError:
                 pass  # `explain` tries again and raises it
 
@@ -229,6 +227,11 @@ class FlowClassifier:
         the import locks it holds) and before the process exits."""
         if self._explainer_thread is not None:
             self._explainer_thread.join()
+
+    def _parse_explainers(self) -> None:
+        for cls in range(len(self.classes)):
+            if cls != BENIGN:  # benign verdicts are not explained
+                self._explainer(cls)
 
     def _explainer(self, cls: int) -> Any:
         """A LightGBM booster of class `cls`'s trees alone (modeltext.one_class_text): the same SHAP
@@ -333,7 +336,7 @@ class FlowClassifier:
         classifier._wanted = predictor
         if not lazy:
             classifier.prepare()
-            classifier.booster  # noqa: B018  # parsed too: LightGBM reads every model it loads
+            classifier._parse_explainers()  # LightGBM reads the trees it explains verdicts with
         return classifier
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:

@@ -142,5 +142,7 @@ def test_live_thresholds_keep_benign_sessions_within_budget() -> None:
     groups = ["benign-a"] * 100 + ["benign-b"] * 100 + ["miner"]
     scenarios = ["lab"] * (n + 1)
     assert train.choose_thresholds(proba, y, scenarios)["stratum_mining"] <= 0.7
-    with_sessions = train.choose_thresholds(proba, y, scenarios, groups=groups)
+    with_sessions = train.choose_thresholds(proba, y, scenarios)
+    train.within_session_budget([(np.ones(n + 1, dtype=bool), with_sessions)], proba, y, scenarios,
+                                groups)
     assert 0.7 < with_sessions["stratum_mining"] <= 0.95

@@ -192,12 +192,10 @@ have any flagged row: a live capture judges a session many times over, window af
 
 
 def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str],
-                      judgeable: np.ndarray | None = None,
-                      groups: list[str] | None = None) -> dict[str, float]:
+                      judgeable: np.ndarray | None = None) -> dict[str, float]:
     """Per class, the lowest threshold of THRESHOLD_GRID whose out-of-fold false positives
-    stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET; then, with `groups` (sessions), raised as
-    `within_session_budget` says. Out-of-fold scores are pessimistic: the model that scored a
-    corpus file never saw it, while the shipped model is trained on all of them.
+    stay within CORPUS_FP_BUDGET and LAB_FP_BUDGET. Out-of-fold scores are pessimistic: the model
+    that scored a corpus file never saw it, while the shipped model is trained on all of them.
     Rows not `judgeable` are never flagged, whatever their score."""
     if judgeable is not None:
         proba = np.where(judgeable[:, None], proba, 0.0)
@@ -215,9 +213,6 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str],
             if fp_corpus <= allowed_corpus and fp_lab <= LAB_FP_BUDGET:
                 break
         out[CLASSES[c]] = t
-    if groups is not None:
-        within_session_budget([(np.ones(len(y), dtype=bool), out)], proba, y, list(scenarios),
-                              groups)
     return out
 
 
