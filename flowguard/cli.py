@@ -247,14 +247,27 @@ IdleTimeoutOption = Annotated[
     int, typer.Option("--idle-timeout", min=1, max=3600,
                       help="Seconds of silence after which a live flow's window is exported.")
 ]
+OpeningTimeoutOption = Annotated[
+    int, typer.Option("--opening-timeout", min=0, max=3600,
+                      help="Seconds after which a connection's first window is exported (at most "
+                           "--active-timeout; 0: like any window). Use the model's own.")
+]
 
 
 def _live_source(interface: str, bpf: str | None, snaplen: int, promisc: bool,
-                 active_timeout: int, idle_timeout: int, buffer_mib: int) -> LiveSource:
+                 active_timeout: int, idle_timeout: int, buffer_mib: int,
+                 opening_timeout: int) -> LiveSource:
     from flowguard.live import LiveSource
 
     return LiveSource(interface, bpf, snaplen, promisc, active_timeout, idle_timeout=idle_timeout,
-                      buffer_bytes=buffer_mib << 20)
+                      buffer_bytes=buffer_mib << 20,
+                      opening_timeout=min(opening_timeout, active_timeout))
+
+
+def _windows(source: LiveSource) -> str:
+    opening = (f", a connection's first {source.opening_timeout} s"
+               if 0 < source.opening_timeout < source.active_timeout else "")
+    return f"windows of {source.active_timeout} s{opening}, {source.idle_timeout} s idle"
 
 
 @app.command("watch")
@@ -265,6 +278,7 @@ def watch_cmd(
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
     idle_timeout: IdleTimeoutOption = 2,
+    opening_timeout: OpeningTimeoutOption = 0,
     buffer_mib: BufferOption = 64,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="jsonl or csv (table is for triage only).")
@@ -295,7 +309,8 @@ def watch_cmd(
     if fmt is Format.table:
         raise _fail("--format table is not available for watch: use jsonl or csv", EXIT_USAGE)
     classifier = _load_model(model, live=True, predictor=predictor)
-    source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib)
+    source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib,
+                          opening_timeout)
     publisher: Publisher | None = None
     if publish is not None:
         from flowguard.publish import Publisher
@@ -343,8 +358,7 @@ def watch_cmd(
         signal.signal(sig, on_signal)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline.start()
-    err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s, "
-              f"{idle_timeout} s idle); "
+    err.print(f"flowguard: capturing on {interface} ({_windows(source)}); "
               "SIGTERM or Ctrl-C stops", markup=False)
     try:
         while not stop.wait(0.5):
@@ -384,6 +398,7 @@ def serve_cmd(
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
     idle_timeout: IdleTimeoutOption = 2,
+    opening_timeout: OpeningTimeoutOption = 0,
     buffer_mib: BufferOption = 64,
 ) -> None:
     """Run the verdict service: stores verdicts, decides blocks, serves pull lists.
@@ -408,12 +423,12 @@ def serve_cmd(
     if interface is not None:
         from flowguard.service.live import attach_capture
 
-        source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib)
+        source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout,
+                              buffer_mib, opening_timeout)
         classifier = _load_model(settings.model, live=True, predictor=Predictor(settings.predictor))
         pipeline = attach_capture(service_app.state.service, source, classifier)
         pipeline.start()
-        err.print(f"flowguard: capturing on {interface} (windows of {active_timeout} s, "
-                  f"{idle_timeout} s idle)", markup=False)
+        err.print(f"flowguard: capturing on {interface} ({_windows(source)})", markup=False)
     try:
         uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:

@@ -6,8 +6,9 @@
     pipeline.stop()           # stop capturing, classify what was queued, flush the sinks
 
 nfstream yields flows one at a time from its meter process, as their windows end (`active_timeout`,
-5 s by default here, so a long mining session or tunnel gets a verdict every few seconds; and
-`idle_timeout`, 2 s, so a login exchange followed by silence is not held until the next packet). A reader
+5 s by default here, so a long mining session or tunnel gets a verdict every few seconds, or
+`opening_timeout` for a connection's first window where set; and `idle_timeout`, 2 s, so a login
+exchange followed by silence is not held until the next packet). A reader
 thread puts them on a queue; the classifier takes them in batches of up to `batch_size` flows, or
 whatever arrived within `max_wait` of the first one, so a quiet link does not delay a verdict.
 Each window after a connection's first is also judged as the connection so far
@@ -34,6 +35,7 @@ from flowguard.capture import (
     LIVE_ACTIVE_TIMEOUT,
     LIVE_BUFFER_BYTES,
     LIVE_IDLE_TIMEOUT,
+    LIVE_OPENING_TIMEOUT,
     CaptureOptions,
     LiveStats,
     LiveStop,
@@ -73,6 +75,7 @@ class LiveSource:
     n_meters: int = 1
     idle_timeout: int = LIVE_IDLE_TIMEOUT
     buffer_bytes: int = LIVE_BUFFER_BYTES
+    opening_timeout: int = LIVE_OPENING_TIMEOUT
 
     @property
     def label(self) -> str:
@@ -81,7 +84,8 @@ class LiveSource:
 
     def options(self, model_options: CaptureOptions) -> CaptureOptions:
         """The model's capture options with the live windows."""
-        return live_options(model_options, self.active_timeout, self.idle_timeout)
+        return live_options(model_options, self.active_timeout, self.idle_timeout,
+                            self.opening_timeout)
 
 
 class _LiveCollector(Collector):

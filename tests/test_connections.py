@@ -4,6 +4,7 @@ that weigh the connection so far."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flowguard.capture import live_options, read_flows
+from flowguard.capture import CaptureOptions, live_options, read_flows
 from flowguard.connections import ConnectionTracker, connection_key
+from flowguard.errors import ConfigError
 from flowguard.features import FEATURES, vectorize
 from flowguard.live import LivePipeline, LiveSource
 from flowguard.model import FlowClassifier, default_model_dir
@@ -132,3 +134,35 @@ def test_live_verdicts_weigh_the_connection_so_far(live_classifier: FlowClassifi
 def test_benign_samples_stay_benign_live(name: str, live_classifier: FlowClassifier) -> None:
     verdicts = run_live(next(p for p in PCAPS if p.name == name), live_classifier)
     assert {v.verdict for v in verdicts} == {"benign"}
+
+
+def test_a_connections_opening_window_is_cut_at_the_opening_timeout() -> None:
+    """Live windows with opening_timeout 3: the window that holds a connection's SYN ends after
+    3 s, the windows after it after active_timeout (5 s) as before; no packet is lost or counted
+    twice."""
+    options = live_options(FlowClassifier.load(default_model_dir()).metadata.capture,
+                           opening_timeout=3)
+    assert 0 < options.opening_timeout < options.active_timeout
+    uncut = replace(options, opening_timeout=0)
+    long_openings = 0
+    for path in PCAPS:
+        cut, whole = list(read_flows(path, options)), list(read_flows(path, uncut))
+        limit = options.opening_timeout * 1000
+        assert all(w.bidirectional_duration_ms < limit for w in cut if w.bidirectional_syn_packets)
+        long_openings += sum(w.bidirectional_duration_ms >= limit
+                             for w in whole if w.bidirectional_syn_packets)
+        assert sum(w.bidirectional_packets for w in cut) == sum(w.bidirectional_packets for w in whole)
+        later = [w.bidirectional_duration_ms for w in cut if not w.bidirectional_syn_packets]
+        assert max(later, default=0) < options.active_timeout * 1000
+    assert long_openings >= 1  # a sample whose opening lasts longer: the cut was exercised
+
+
+def test_opening_timeout_is_checked_and_clamped_to_the_window() -> None:
+    with pytest.raises(ConfigError, match="opening_timeout must be 0 .* 1..active_timeout"):
+        CaptureOptions(active_timeout=5, opening_timeout=6)
+    with pytest.raises(ConfigError, match="opening_timeout"):
+        CaptureOptions(opening_timeout=-1)
+    assert live_options(CaptureOptions(), active_timeout=2, opening_timeout=3).opening_timeout == 2
+    assert CaptureOptions.from_dict({"idle_timeout": 2, "active_timeout": 5}).opening_timeout == 0
+    assert LiveSource("eth9").options(CaptureOptions()).opening_timeout == 0  # off by default
+    assert LiveSource("eth9", opening_timeout=3).options(CaptureOptions()).opening_timeout == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowguard.capture import CaptureOptions
+from flowguard.capture import CaptureOptions, live_options
 from flowguard.features import FEATURES
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.pcapfile import inspect_capture
@@ -91,11 +91,40 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     splits = dict(zip(FEATURES, model.booster.feature_importance("split"), strict=True))
     assert all(splits[name] == 0 for name in train.OFFLINE_IGNORES)  # nDPI's label: not offline
     metrics = json.loads((tmp_path / "models" / "test-1" / "metrics.json").read_text())
-    assert "StratifiedGroupKFold" in metrics["evaluation"]
+    assert "StratifiedKFold over capture sessions" in metrics["evaluation"]
     assert set(metrics["per_class_sessions"]) == set(CLASSES)
     live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True)  # the second booster
     assert live.metadata.capture.idle_timeout < meta.capture.idle_timeout
+    assert live.metadata.capture == live_options(meta.capture)  # the windows it learned from
     assert set(metrics["live"]["time_to_detect"]) == set(CLASSES[1:])
+    # the three tunnel samples have a scheduled first use: also counted from it
+    since_use = metrics["live"]["time_to_detect"]["reverse_tunnel"]["since_first_use"]
+    assert since_use["sessions"] == 3
+    assert "first_use_s" not in meta.training_data  # per session: kept out of the metadata
+
+
+def test_time_to_detect_counts_tunnels_from_their_first_use_too() -> None:
+    """Sessions a (flagged at 40 s, first used at 25 s), b (flagged at 2 s, used at 10 s: before
+    its use counts as 0 s), c (never flagged), d (no schedule known: only from its connection)."""
+    from training.dataset import Table
+    from training.lab.scenarios import first_use_s
+
+    groups = ["a", "a", "b", "c", "d"]
+    y = np.array([2, 2, 2, 2, 2])
+    pred = np.array([0, 2, 2, 0, 2])
+    table = Table(np.zeros((5, len(FEATURES)), dtype=np.float32), y, groups, ["s"] * 5, ["r"] * 5,
+                  np.ones(5, dtype=np.int64), ["live"] * 5, np.zeros(5, dtype=np.int32),
+                  ends_s=np.array([3.0, 40.0, 2.0, 9.0, 12.0]))
+    out = train.time_to_detect(table, pred, {"a": 25.0, "b": 10.0, "c": 3.0})["reverse_tunnel"]
+    assert out["sessions"] == 4 and out["within_s"]["30"] == 0.5  # b and d; a came at 40 s
+    since = out["since_first_use"]
+    assert since["sessions"] == 3
+    assert since["within_s"]["3"] == round(1 / 3, 4)  # b
+    assert since["within_s"]["30"] == round(2 / 3, 4)  # a at 15 s; c never
+    ssh = {"label": "reverse_tunnel", "params": {"tool": "ssh", "idle_before": 15, "uses": []}}
+    assert first_use_s(ssh) == 18.0  # the SSH tunnels settle 3 s first
+    assert first_use_s({"label": "reverse_tunnel", "params": {"port": 443}}) == 0.0
+    assert first_use_s({"label": "stratum_mining", "params": {}}) is None
 
 
 def test_table_round_trip(runs: list[Path], tmp_path: Path) -> None:
@@ -146,3 +175,28 @@ def test_live_thresholds_keep_benign_sessions_within_budget() -> None:
     train.within_session_budget([(np.ones(n + 1, dtype=bool), with_sessions)], proba, y, scenarios,
                                 groups)
     assert 0.7 < with_sessions["stratum_mining"] <= 0.95
+
+
+def test_session_budget_raises_the_threshold_that_costs_fewest_detections() -> None:
+    """Two benign sessions in 200 score 0.72 as mining, one in opening windows and one in later
+    windows; the budget allows one. A miner is flagged within 5 s only by its opening window, at
+    0.72: given the rows' times, the later windows' threshold is raised instead of the opening's."""
+    n = 200
+    proba = np.tile([0.9, 0.1, 0.0], (n + 1, 1))
+    proba[[0, 1, n]] = [0.28, 0.72, 0.0]
+    y = np.array([0] * n + [1])
+    groups = [f"benign-{i}" for i in range(n)] + ["miner"]
+    scenarios = ["lab"] * (n + 1)
+    opening = np.zeros(n + 1, dtype=bool)
+    opening[[0, n]] = True  # benign-0 and the miner: opening windows; benign-1: a later window
+    ends = np.full(n + 1, 60.0)
+    ends[n] = 2.0
+
+    def thresholds_after(ends_s: np.ndarray | None) -> tuple[float, float]:
+        start = {"benign": 0.0, "stratum_mining": 0.72, "reverse_tunnel": 0.9}
+        parts = [(opening, dict(start)), (~opening, dict(start))]
+        train.within_session_budget(parts, proba, y, scenarios, groups, ends_s)
+        return parts[0][1]["stratum_mining"], parts[1][1]["stratum_mining"]
+
+    assert thresholds_after(None) == (0.73, 0.72)  # the first of two equal steps: the miner lost
+    assert thresholds_after(ends) == (0.72, 0.73)  # the step that loses no detection

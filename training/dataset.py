@@ -25,6 +25,7 @@ from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
 from flowguard.model import sha256_file as sha256
 from flowguard.pcapfile import sniff_format
+from training.lab.scenarios import first_use_s
 
 CUTS_S = (30, 60, 120, 200)
 """Besides each whole lab capture, its first N seconds are read too: sessions start at different times,
@@ -216,6 +217,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     data_hashes: dict[str, str] = {}
     skipped_total: Counter = Counter()
     views: list[str] = []
+    first_use: dict[str, float] = {}
 
     def add(view: str, records: list, tags: list, row_ends: np.ndarray, source: str) -> None:
         """Rows for `records`, each tagged (label, session, scenario, server port)."""
@@ -234,6 +236,10 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     for run in runs:
         data_hashes[f"{run.name}/capture.pcap"] = sha256(run / "capture.pcap")
         data_hashes[f"{run.name}/labels.json"] = sha256(run / "labels.json")
+        for session in json.loads((run / "labels.json").read_text()).get("sessions", []):
+            offset = first_use_s(session)
+            if offset is not None:
+                first_use[str(session["id"])] = offset
         with tempfile.TemporaryDirectory() as tmp:
             cuts = [("full", None), *((f"cut{c}", c) for c in CUTS_S),
                     *((f"pkt{n}", n) for n in CUTS_PACKETS), (LIVE_VIEW, None)]
@@ -283,6 +289,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         "files_sha256": data_hashes,
     }
     summary["rows_per_view"] = dict(Counter(views))
+    summary["first_use_s"] = first_use
     return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views,
                  np.array(ports, dtype=np.int32), summary,
                  np.concatenate(ends) if ends else np.empty(0, dtype=np.float64))

@@ -151,6 +151,24 @@ class Session:
                 "start_s": round(self.start, 1), "params": self.params}
 
 
+TUNNEL_SETTLE_S = 3
+"""An SSH reverse tunnel (ssh, autossh, dbclient) is first used this long after its session starts,
+plus its `idle_before`."""
+
+
+def first_use_s(session: dict[str, object]) -> float | None:
+    """Seconds from a reverse-tunnel session's start (when its client connects) to the tunnel's
+    first use, by the schedule its scenario follows; None for a session of another class. Sessions
+    are described as `Session.describe` writes them in labels.json."""
+    if session.get("label") != "reverse_tunnel":
+        return None
+    params = session.get("params")
+    if not isinstance(params, dict) or "idle_before" not in params:
+        return 0.0  # used as soon as it connects (the reverse shell)
+    settle = TUNNEL_SETTLE_S if "uses" in params else 0
+    return float(params["idle_before"]) + settle
+
+
 def py(module: str, *args: object) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
@@ -261,7 +279,7 @@ def reverse_tunnel(lab: Lab, s: Session) -> None:
         argv = dbclient(lab, "-N", "-R", f"127.0.0.1:{fwd}:127.0.0.1:22", "-b", client,
                         "-p", str(port), "-K", str(alive), f"root@{server}")
     lab.topo.spawn("in", argv, f"{s.id}-tunnel", env=env)
-    t = s.start + 3 + float(p["idle_before"])  # type: ignore[arg-type]
+    t = s.start + TUNNEL_SETTLE_S + float(p["idle_before"])  # type: ignore[arg-type]
     use_ssh = ssh_client(lab, "-tt", "-p", str(fwd), "root@127.0.0.1")
     for step, length in p["uses"]:  # type: ignore[attr-defined]
         if not lab.sleep_until(t):
