@@ -37,8 +37,8 @@ class CaptureOptions:
     splt_packets: how many first packets of each flow keep their size, direction and gap.
     opening_timeout: seconds after which the window that opens a connection (the one holding its
         SYN) is exported, when sooner than active_timeout; 0: at active_timeout like any other.
-        Live capture cuts a connection's opening short, so that its first verdict comes within
-        seconds while the windows after it stay long enough to judge.
+        Cutting a live connection's opening short makes its first verdict come sooner while the
+        windows after it stay long enough to judge (off by default: LIVE_OPENING_TIMEOUT).
     """
 
     idle_timeout: int = 180
@@ -120,8 +120,8 @@ LIVE_OPENING_TIMEOUT = 0
 cuts it sooner; 0 is off). Cut at 3 s, a connection that keeps talking would get its first verdict
 about 3.5 s after its first packet instead of 5.5 s: out-of-fold, a live booster trained so
 flagged 96.7 % of the lab's mining sessions within 5 s instead of 88 %, but in the namespace test
-its thresholds let the TLS miner's first window through in 2 of 11 runs (the shipped model: 15 of
-16), so it is off until a model does better there. A model must be trained with the windows it is
+it flagged the TLS miner's first window in 2 of 11 runs (blocked after 11.3-18.4 s in the others;
+the shipped model: 15 of 16), so it is off until a model does better there. A model must be trained with the windows it is
 served (training/dataset.py reads the lab with `live_options`)."""
 
 
