@@ -121,8 +121,8 @@ cuts it sooner; 0 is off). Cut at 3 s, a connection that keeps talking would get
 about 3.5 s after its first packet instead of 5.5 s: out-of-fold, a live booster trained so
 flagged 96.7 % of the lab's mining sessions within 5 s instead of 88 %, but in the namespace test
 it flagged the TLS miner's first window in 2 of 11 runs (blocked after 11.3-18.4 s in the others;
-the shipped model: 15 of 16), so it is off until a model does better there. A model must be trained with the windows it is
-served (training/dataset.py reads the lab with `live_options`)."""
+the shipped model: 15 of 16), so it is off until a model does better there. A model must be
+trained with the windows it is served (training/dataset.py reads the lab with `live_options`)."""
 
 
 LIVE_BUFFER_BYTES = 64 << 20
