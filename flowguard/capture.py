@@ -121,8 +121,9 @@ cuts it sooner; 0 is off). Cut at 3 s, a connection that keeps talking would get
 about 3.5 s after its first packet instead of 5.5 s: out-of-fold, a live booster trained so
 flagged 96.7 % of the lab's mining sessions within 5 s instead of 88 %, but in the namespace test
 it flagged the TLS miner's first window in 2 of 11 runs (blocked after 11.3-18.4 s in the others;
-the shipped model: 15 of 16), so it is off until a model does better there. A model must be
-trained with the windows it is served (training/dataset.py reads the lab with `live_options`)."""
+the shipped model: 15 of 16), so training leaves it off until a model does better there. A model
+is served the windows it was trained with: training/dataset.py reads the lab with `live_options`,
+the model records them, and live capture (`live.LiveSource`) uses the model's opening by default."""
 
 
 LIVE_BUFFER_BYTES = 64 << 20
@@ -323,22 +324,21 @@ def _opening_ms(options: CaptureOptions) -> int:
     return opening * 1000 if 0 < opening < options.active_timeout else 0
 
 
-def _engine(create_engine: Any, options: CaptureOptions) -> Any:
-    """nfstream's `create_engine` for a file's meter: the engine with the opening cut."""
+def _engine(create_engine: Any, options: CaptureOptions, stop: LiveStop | None = None) -> Any:
+    """nfstream's `create_engine`, wrapped: the engine with the opening cut (where `options` ask
+    for one) and, for a live meter (`stop` given), the live capture's replacements."""
+    opening_ms = _opening_ms(options)
+
     def create() -> tuple[Any, Any]:
+        if stop is not None:
+            # runs in the meter process: Ctrl-C reaches the whole process group, but the meter
+            # must keep going until the parent's stop so that it can export what it holds
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         ffi, lib = create_engine()
-        return ffi, (None if lib is None else _Engine(lib, _opening_ms(options)))
-
-    return create
-
-
-def _live_engine(create_engine: Any, stop: LiveStop, options: CaptureOptions) -> Any:
-    def create() -> tuple[Any, Any]:
-        # runs in the meter process: Ctrl-C reaches the whole process group, but the meter must
-        # keep going until the parent's stop so that it can export what it holds
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        ffi, lib = create_engine()
-        return ffi, (None if lib is None else _LiveEngine(ffi, lib, stop, _opening_ms(options)))
+        if lib is None:
+            return ffi, None
+        return ffi, (_Engine(lib, opening_ms) if stop is None
+                     else _LiveEngine(ffi, lib, stop, opening_ms))
 
     return create
 
@@ -422,8 +422,7 @@ def read_live(
     if stats is not None:
         _live_stats = stats
         nfstream.streamer.update_performances = _record_performances
-    patched = {"create_engine": _live_engine(nfstream.meter.create_engine, stop or LiveStop(),
-                                             options),
+    patched = {"create_engine": _engine(nfstream.meter.create_engine, options, stop or LiveStop()),
                **_recency_ordered_cache(nfstream.meter)}
     try:
         with _meter_patched(nfstream.meter, patched):

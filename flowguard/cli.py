@@ -20,13 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowguard import __version__
-from flowguard.errors import ConfigError, FlowguardError, ModelError, PublishError
+from flowguard.errors import ConfigError, FlowguardError, ModelError, PredictorError, PublishError
 from flowguard.hosts import HostView
 from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.output import make_writer
 from flowguard.triage import FileDone, FlowVerdict, expand_inputs, triage
 
 if TYPE_CHECKING:  # the service's modules load pydantic and httpx: only commands that use them
+    from flowguard.capture import CaptureOptions
     from flowguard.config import Settings
     from flowguard.live import LiveSource
     from flowguard.publish import Publisher
@@ -76,8 +77,7 @@ def _load_model(model: Path | None, live: bool = False, lazy: bool = False,
 
 def _model_error(exc: ModelError) -> str:
     """The message, under the option it is about."""
-    return str(exc).replace("predictor: ", "--predictor: ", 1) if str(exc).startswith("predictor: ") \
-        else f"--model: {exc}"
+    return f"--predictor: {exc.detail}" if isinstance(exc, PredictorError) else f"--model: {exc}"
 
 
 ModelOption = Annotated[
@@ -248,26 +248,27 @@ IdleTimeoutOption = Annotated[
                       help="Seconds of silence after which a live flow's window is exported.")
 ]
 OpeningTimeoutOption = Annotated[
-    int, typer.Option("--opening-timeout", min=0, max=3600,
-                      help="Seconds after which a connection's first window is exported (at most "
-                           "--active-timeout; 0: like any window). Use the model's own.")
+    int | None, typer.Option("--opening-timeout", min=0, max=3600, show_default=False,
+                             help="Seconds after which a connection's first window is exported (at "
+                                  "most --active-timeout; 0: like any window) [default: the "
+                                  "model's, from the windows it learned from].")
 ]
 
 
 def _live_source(interface: str, bpf: str | None, snaplen: int, promisc: bool,
                  active_timeout: int, idle_timeout: int, buffer_mib: int,
-                 opening_timeout: int) -> LiveSource:
+                 opening_timeout: int | None) -> LiveSource:
     from flowguard.live import LiveSource
 
     return LiveSource(interface, bpf, snaplen, promisc, active_timeout, idle_timeout=idle_timeout,
-                      buffer_bytes=buffer_mib << 20,
-                      opening_timeout=min(opening_timeout, active_timeout))
+                      buffer_bytes=buffer_mib << 20, opening_timeout=opening_timeout)
 
 
-def _windows(source: LiveSource) -> str:
-    opening = (f", a connection's first {source.opening_timeout} s"
-               if 0 < source.opening_timeout < source.active_timeout else "")
-    return f"windows of {source.active_timeout} s{opening}, {source.idle_timeout} s idle"
+def _windows(options: CaptureOptions) -> str:
+    """The live windows, as the start-up message tells them."""
+    opening = (f", a connection's first {options.opening_timeout} s"
+               if 0 < options.opening_timeout < options.active_timeout else "")
+    return f"windows of {options.active_timeout} s{opening}, {options.idle_timeout} s idle"
 
 
 @app.command("watch")
@@ -278,7 +279,7 @@ def watch_cmd(
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
     idle_timeout: IdleTimeoutOption = 2,
-    opening_timeout: OpeningTimeoutOption = 0,
+    opening_timeout: OpeningTimeoutOption = None,
     buffer_mib: BufferOption = 64,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="jsonl or csv (table is for triage only).")
@@ -358,7 +359,8 @@ def watch_cmd(
         signal.signal(sig, on_signal)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline.start()
-    err.print(f"flowguard: capturing on {interface} ({_windows(source)}); "
+    err.print(f"flowguard: capturing on {interface} "
+              f"({_windows(source.options(classifier.metadata.capture))}); "
               "SIGTERM or Ctrl-C stops", markup=False)
     try:
         while not stop.wait(0.5):
@@ -398,7 +400,7 @@ def serve_cmd(
     promisc: PromiscOption = True,
     active_timeout: ActiveTimeoutOption = 5,
     idle_timeout: IdleTimeoutOption = 2,
-    opening_timeout: OpeningTimeoutOption = 0,
+    opening_timeout: OpeningTimeoutOption = None,
     buffer_mib: BufferOption = 64,
 ) -> None:
     """Run the verdict service: stores verdicts, decides blocks, serves pull lists.
@@ -428,7 +430,8 @@ def serve_cmd(
         classifier = _load_model(settings.model, live=True, predictor=Predictor(settings.predictor))
         pipeline = attach_capture(service_app.state.service, source, classifier)
         pipeline.start()
-        err.print(f"flowguard: capturing on {interface} ({_windows(source)})", markup=False)
+        err.print(f"flowguard: capturing on {interface} "
+                  f"({_windows(source.options(classifier.metadata.capture))})", markup=False)
     try:
         uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:

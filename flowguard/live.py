@@ -35,7 +35,6 @@ from flowguard.capture import (
     LIVE_ACTIVE_TIMEOUT,
     LIVE_BUFFER_BYTES,
     LIVE_IDLE_TIMEOUT,
-    LIVE_OPENING_TIMEOUT,
     CaptureOptions,
     LiveStats,
     LiveStop,
@@ -75,7 +74,8 @@ class LiveSource:
     n_meters: int = 1
     idle_timeout: int = LIVE_IDLE_TIMEOUT
     buffer_bytes: int = LIVE_BUFFER_BYTES
-    opening_timeout: int = LIVE_OPENING_TIMEOUT
+    opening_timeout: int | None = None
+    """None: the model's (the windows its live booster learned from)."""
 
     @property
     def label(self) -> str:
@@ -84,8 +84,9 @@ class LiveSource:
 
     def options(self, model_options: CaptureOptions) -> CaptureOptions:
         """The model's capture options with the live windows."""
+        opening = self.opening_timeout
         return live_options(model_options, self.active_timeout, self.idle_timeout,
-                            self.opening_timeout)
+                            model_options.opening_timeout if opening is None else opening)
 
 
 class _LiveCollector(Collector):

@@ -26,7 +26,7 @@ import numpy as np
 
 from flowguard.capture import CaptureOptions
 from flowguard.compiled import CompiledModel, compile_model
-from flowguard.errors import ModelError
+from flowguard.errors import ModelError, PredictorError
 from flowguard.features import FEATURES, SPLT_PACKETS, judged, opens_connection
 from flowguard.modeltext import check_model_text, model_header, one_class_text
 
@@ -261,7 +261,7 @@ class FlowClassifier:
                                                self._model_file or Path("model.txt"))
             except ModelError as exc:
                 if self._wanted == "compiled":
-                    raise ModelError(f"predictor: compiled: {exc}") from exc
+                    raise PredictorError(f"compiled: {exc}") from exc
                 _log.warning("predicting with LightGBM: %s", exc)
         if self._compiled is None:
             self.booster  # noqa: B018  # the property does the work
@@ -290,7 +290,7 @@ class FlowClassifier:
         explains verdicts (`explain`).
         """
         if predictor not in PREDICTORS:
-            raise ModelError(f"predictor: {predictor!r} is not one of {', '.join(PREDICTORS)}")
+            raise PredictorError(f"{predictor!r} is not one of {', '.join(PREDICTORS)}")
         path = Path(directory)
         meta_path = path / METADATA_FILE
         model_path = path / MODEL_FILE

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from flowguard.capture import CaptureOptions, live_options
 from flowguard.model import CLASSES, FlowClassifier
 from training import train
 from training.dataset import LIVE_VIEWS, Table
@@ -129,7 +130,7 @@ def live_section(live: dict[str, Any] | None, capture: dict[str, Any] | None = N
         return []
     ttd = live["time_to_detect"]
     steps = list(ttd["stratum_mining"]["within_s"])
-    cap = {"active_timeout": 5, "idle_timeout": 2, "opening_timeout": 0, **(capture or {})}
+    cap = (CaptureOptions.from_dict(capture) if capture else live_options(CaptureOptions())).to_dict()
     opening = (f" (a connection's first window after {cap['opening_timeout']} s)"
                if 0 < cap["opening_timeout"] < cap["active_timeout"] else "")
     lines = [

@@ -259,15 +259,14 @@ def within_session_budget(parts: list[tuple[np.ndarray, dict[str, float]]], prob
     def flagged_benign(k: int, c: str, t: float) -> set[str]:
         return set(g[benign_rows & parts[k][0] & (proba[:, CLASSES.index(c)] >= t)])
 
-    def in_time(c: str, changed: tuple[int, float] | None = None) -> int:
-        """Sessions of class c flagged within its target, with part changed[0] at changed[1]."""
-        assert ends_s is not None
+    def in_time(c: str, ends: np.ndarray, instead: dict[int, float]) -> int:
+        """Sessions of class c flagged within its target, with the parts' thresholds for c (those
+        of the parts in `instead` replaced)."""
         i = CLASSES.index(c)
-        rows = (y == i) & (ends_s <= DETECT_TARGET_S[c])
+        rows = (y == i) & (ends <= DETECT_TARGET_S[c])
         hit = np.zeros(len(y), dtype=bool)
         for k, (mask, thresholds) in enumerate(parts):
-            t = changed[1] if changed is not None and changed[0] == k else thresholds[c]
-            hit |= rows & mask & (proba[:, i] >= t)
+            hit |= rows & mask & (proba[:, i] >= instead.get(k, thresholds[c]))
         return len(np.unique(g[hit]))
 
     while True:
@@ -279,15 +278,16 @@ def within_session_budget(parts: list[tuple[np.ndarray, dict[str, float]]], prob
                  for k, c in candidates if parts[k][1][c] < THRESHOLD_GRID[-1]}
         if not steps:
             return
-        choice = max((key for key in steps if key in flagged), key=lambda key: len(flagged[key]))
+        choice = max(steps, key=lambda key: len(flagged[key]))
         if ends_s is not None:
+            now = {c: in_time(c, ends_s, {}) for c in CLASSES[1:]}
             costs = {}
             for (k, c), t in steps.items():
                 after = set().union(*(v for key, v in flagged.items() if key != (k, c)),
                                     flagged_benign(k, c, t))
                 cleared = len(union) - len(after)
                 if cleared > 0:
-                    lost = in_time(c) - in_time(c, (k, t))
+                    lost = now[c] - in_time(c, ends_s, {k: t})
                     costs[(k, c)] = (lost / cleared, -cleared)
             if costs:
                 choice = min(costs, key=lambda key: costs[key])
@@ -397,9 +397,10 @@ def time_to_detect(table: Table, pred: np.ndarray,
             first.append(float(table.ends_s[hit].min()) if hit.any() else np.inf)
         arr = np.array(first)
         out[c] = {"sessions": len(ids), **shares(arr)}
-        known = [k for k, g in enumerate(ids) if first_use and str(g) in first_use]
-        if known and first_use:
-            since = np.array([max(arr[k] - first_use[str(ids[k])], 0.0) for k in known])
+        use = first_use or {}
+        known = [k for k, g in enumerate(ids) if str(g) in use]
+        if known:
+            since = np.array([max(arr[k] - use[str(ids[k])], 0.0) for k in known])
             out[c]["since_first_use"] = {"sessions": len(known), **shares(since)}
     return out
 
