@@ -250,8 +250,8 @@ IdleTimeoutOption = Annotated[
 OpeningTimeoutOption = Annotated[
     int | None, typer.Option("--opening-timeout", min=0, max=3600, show_default=False,
                              help="Seconds after which a connection's first window is exported (at "
-                                  "most --active-timeout; 0: like any window) [default: the "
-                                  "model's, from the windows it learned from].")
+                                  "most --active-timeout; 0: like any window). Default: the "
+                                  "model's own, from the windows it learned from.")
 ]
 
 
