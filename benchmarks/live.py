@@ -35,6 +35,7 @@ from pathlib import Path
 
 from benchmarks.common import REPO, report, rss_kib, tree_pids
 from benchmarks.offline import concurrent_flows_pcap
+from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.pcapfile import inspect_capture
 
 METRICS_PORT = 9108
@@ -406,13 +407,23 @@ def measure(a: argparse.Namespace, file_packets: int) -> list[tuple[str, str]]:
     return rows
 
 
+def windows(model: Path | None) -> str:
+    """The model's version and the live windows it is served (its live capture options)."""
+    meta = FlowClassifier.load(model or default_model_dir(), live=True, lazy=True).metadata
+    cap = meta.capture
+    opening = (f", a connection's first {cap.opening_timeout} s"
+               if 0 < cap.opening_timeout < cap.active_timeout else "")
+    return (f"model {meta.version}; windows of {cap.active_timeout} s active{opening}, "
+            f"{cap.idle_timeout} s idle")
+
+
 def notes(a: argparse.Namespace, file_packets: int) -> str:
     """What the table's figures are."""
     return (
         f"tcpreplay sends {a.pcap.name} ({file_packets:,} packets) out of one end of a veth pair into "
         "`flowguard watch` on the other, each end in its own network namespace; rates are tcpreplay's "
         "achieved rates on this machine, and tcpreplay (which busy-waits between packets) runs on the "
-        "same 2 cores as flowguard. A fresh watch per rate (windows of 5 s active, 2 s idle); its packet "
+        f"same 2 cores as flowguard. A fresh watch per rate ({windows(a.model)}); its packet "
         "and kernel drop counts come from its final line after SIGTERM, export-to-verdict latency and "
         "batch inference time (upper bound of the histogram bucket holding the quantile) from its "
         f"metrics {SETTLE_S:.0f} s after the replay. CPU: the watch process and nfstream's meter over the "
@@ -423,7 +434,7 @@ def notes(a: argparse.Namespace, file_packets: int) -> str:
         "Concurrent flows: each a SYN then a data "
         "packet, replayed at "
         f"{a.concurrent_pps:,} packets/s into a watch with 180 s windows, so all stay open until stop."
-        + (f" Model: {a.model}." if a.model else ""))
+        + (f" Model directory: {a.model}." if a.model else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,5 +164,5 @@ def test_opening_timeout_is_checked_and_clamped_to_the_window() -> None:
         CaptureOptions(opening_timeout=-1)
     assert live_options(CaptureOptions(), active_timeout=2, opening_timeout=3).opening_timeout == 2
     assert CaptureOptions.from_dict({"idle_timeout": 2, "active_timeout": 5}).opening_timeout == 0
-    assert LiveSource("eth9").options(CaptureOptions()).opening_timeout == 0  # off by default
+    assert LiveSource("eth9").options(CaptureOptions()).opening_timeout == 0  # the model's own: off here
     assert LiveSource("eth9", opening_timeout=3).options(CaptureOptions()).opening_timeout == 3

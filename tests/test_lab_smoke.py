@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -65,3 +66,44 @@ def test_triage_flags_the_lab_miners(smoke_run: Path, classifier) -> None:
     worst_miner = min(v.scores["stratum_mining"] for v in mining)
     assert all(v.scores["stratum_mining"] < worst_miner for v in benign), shown
     assert not any(v.verdict == "stratum_mining" for v in benign)
+
+
+def test_a_link_without_delay_is_a_kernel_bridge(tmp_path: Path) -> None:
+    """--delay 0 (no jitter, no loss): the wan namespace bridges in the kernel, with no userspace
+    hop, and the outside is reachable through it."""
+    why = need_root()
+    if why:
+        pytest.skip(f"lab topology test skipped: {why}")
+    from training.lab.netns import Topology
+
+    topo = Topology(198, tmp_path, delay_ms=0, jitter_ms=0)
+    assert topo.direct and not Topology(198, tmp_path, delay_ms=0, jitter_ms=0.1).direct
+    try:
+        topo.up(inside_hosts=2, outside_hosts=2)
+        assert [name for name, _ in topo.procs] == []  # no wanbridge process
+        assert "master br0" in topo.run("wan", "ip", "link", "show", "veth0").stdout
+        # a TCP connect to a closed port outside: refused (the RST came back through the bridge)
+        probe = ("import socket; s = socket.socket(); s.settimeout(3)\n"
+                 f"try:\n  s.connect(('{topo.outside_ip(1)}', 9))\n"
+                 "except ConnectionRefusedError:\n  print('refused')")
+        assert topo.run("in", sys.executable, "-c", probe).stdout.strip() == "refused"
+    finally:
+        topo.down()
+
+
+def test_the_lan_plan_has_faster_jobs_and_the_other_plans_keep_theirs() -> None:
+    """The `lan` plan (for a direct link) draws job intervals from 2 s up; the plans behind the
+    shipped runs still draw theirs from 10 s up, from the same seeds as before."""
+    import random
+
+    from training.lab.run import plan
+
+    def job_mins(kind: str) -> list[float]:
+        return [float(s.params["job_min"]) for s in plan(kind, random.Random(117), 600, "rx")
+                if s.label == "stratum_mining" and "job_min" in s.params]
+
+    lan = plan("lan", random.Random(117), 600, "rx")
+    assert {s.label for s in lan} == {"stratum_mining", "reverse_tunnel", "benign"}
+    assert min(job_mins("lan")) < 10 and all(2 <= j <= 40 for j in job_mins("lan"))
+    assert all(10 <= j <= 40 for j in job_mins("train") + job_mins("breadth"))
+    assert sum(s.scenario.startswith(("ws-", "longpoll-", "json-rpc-")) for s in lan) == 24

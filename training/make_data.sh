@@ -17,3 +17,6 @@ run r8  breadth 30  5   0   1500 -   108 & run r9 breadth 100 20 1 1400 - 109 & 
 run r11 train   0.5 0.2 0   1500 -   111 & run r12 breadth 20 4 0.3 1500 - 112 & run r13 train 50 10 0.5 1440 - 113 & wait
 # r14-r16: certificates also minimal (a short name only) or served as a chain with their own CA
 run r14 train   0.2 0.1 0   1500 -   114 & run r15 train 25 5 0.2 1500 - 115 & run r16 breadth 70 10 0.5 1500 - 116 & wait
+# r17-r19: a direct link (a kernel bridge, no delay: a LAN or same-datacenter pool) and a 1 ms one;
+# the `lan` plan adds faster jobs (every 2 s and up) and more JSON look-alikes
+run r17 lan     0   0   0   1500 -   117 & run r18 train 0 0 0 1500 - 118 & run r19 lan 1 0.2 0 1500 - 119 & wait

@@ -5,7 +5,8 @@
                                  tcpdump here, on the outside-facing port: what a SPAN port sees
 
 Every address lives inside namespaces this module creates; nothing is routed anywhere else. The
-kernel here has no netem, so `wanbridge` adds the WAN delay, jitter and loss, and `tbf` the rate.
+kernel here has no netem, so `wanbridge` adds the WAN delay, jitter and loss, and `tbf` the rate. With
+no delay, jitter or loss (a LAN, or a pool in the same datacenter) the wan namespace is a kernel bridge.
 """
 
 from __future__ import annotations
@@ -109,11 +110,21 @@ class Topology:
             for i in ("veth0", "veth1"):
                 self.run("wan", "tc", "qdisc", "add", "dev", i, "root", "tbf", "rate",
                          f"{self.rate_mbit}mbit", "burst", "32kbit", "latency", "400ms")
-        self.spawn("wan", [sys.executable, "-m", "training.lab.wanbridge", "--if-a", "veth0",
-                           "--if-b", "veth1", "--delay", str(self.delay_ms), "--jitter",
-                           str(self.jitter_ms), "--loss", str(self.loss_pct), "--seed",
-                           str(self.seed)], "wanbridge")
+        if self.direct:
+            # a LAN or same-datacenter path: the kernel bridges it, with no userspace hop's latency
+            self.batch("wan", ["link add br0 type bridge", "link set veth0 master br0",
+                               "link set veth1 master br0", "link set br0 up"])
+        else:
+            self.spawn("wan", [sys.executable, "-m", "training.lab.wanbridge", "--if-a", "veth0",
+                               "--if-b", "veth1", "--delay", str(self.delay_ms), "--jitter",
+                               str(self.jitter_ms), "--loss", str(self.loss_pct), "--seed",
+                               str(self.seed)], "wanbridge")
         self._wait_reachable()
+
+    @property
+    def direct(self) -> bool:
+        """No delay, jitter or loss to emulate: the wan namespace is a kernel bridge."""
+        return self.delay_ms == 0 and self.jitter_ms == 0 and self.loss_pct == 0
 
     def _wait_reachable(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -128,7 +139,7 @@ class Topology:
             if "lladdr" in neigh:
                 return
             time.sleep(0.2)
-        raise LabError("the outside namespace is not reachable through the WAN bridge")
+        raise LabError("the outside namespace is not reachable through the wan namespace")
 
     def down(self) -> None:
         self.stop_all()

@@ -79,7 +79,8 @@ SAMPLES: list[tuple[str, str, str, dict[str, object]]] = [
 
 
 def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Session]:
-    """The sessions of one run. `smoke`: one of each family, short; `train`: many, varied;
+    """The sessions of one run. `smoke`: one of each family, short; `train`: many, varied; `breadth`:
+    more tools and look-alikes; `lan`: mining and its look-alikes, faster jobs (for a direct link);
     `samples`: the fixed sessions behind pcaps/."""
     if kind == "samples":
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
@@ -97,6 +98,10 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         "breadth": {"mining": 15, "nat": 5, "tunnel": 10, "socks": 5, "ssh_tls": 5, "shell_tls": 5,
                     "wstunnel": 6, "ssh": 10, "copy": 4, "transfer": 8, "https": 8, "download": 4,
                     "mqtt": 6, "app": 15},
+        # a pool or proxy on the same LAN or in the same datacenter (run it with --delay 0): mining
+        # and its JSON look-alikes, jobs from every 2 s (fast-block coins, proxies) to every 120 s
+        "lan": {"mining": 24, "nat": 3, "tunnel": 10, "ssh": 8, "copy": 4, "https": 8, "mqtt": 4,
+                "app": 24},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -112,7 +117,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     for i in range(counts["mining"]):
         dialect = ("btc", "xmr", "eth")[i % 3] if kind != "smoke" else ("btc", "xmr")[i % 2]
         tls = tls_mode(rng) if kind != "smoke" else i == 1
-        job_min = rng.uniform(10, 40)
+        job_min = rng.uniform(2, 40) if kind == "lan" else rng.uniform(10, 40)
         add(f"mining-{dialect}-{TLS_NAMES[tls]}", "stratum_mining", mining,
             dialect=dialect, tls=tls, port=any_port(POOL_PORTS), job_min=round(job_min, 1),
             job_max=round(rng.uniform(job_min + 10, 120), 1),
@@ -276,7 +281,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
-    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "samples"), default="train")
+    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "samples"), default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")
     ap.add_argument("--jitter", type=float, default=2.0, help="WAN jitter, ms")
