@@ -189,11 +189,12 @@ def test_quiet_link_still_exports_idle_flows_and_stops(link: None, tmp_path: Pat
 
 
 def test_an_idle_flow_does_not_wait_behind_an_older_active_one(link: None, tmp_path: Path) -> None:
-    """A long connection keeps talking (windows of 60 s) while a newer short one ends: the short one
-    is exported once idle (2 s), not when the older one's window is cut. nfstream's own cache kept
-    flows in order of creation, so its idle scan stopped at the older, active flow."""
+    """A long connection keeps talking (windows of 60 s, its first too) while a newer short one
+    ends: the short one is exported once idle (2 s), not when the older one's window is cut.
+    nfstream's own cache kept flows in order of creation, so its idle scan stopped at the older,
+    active flow."""
     out = tmp_path / "verdicts.jsonl"
-    watch = _echo_and_watch(out, "--active-timeout", "60", "--idle-timeout", "2")
+    watch = _echo_and_watch(out, "--active-timeout", "60", "--idle-timeout", "2", "--opening-timeout", "0")
     chatter = None
     try:
         time.sleep(2)
