@@ -107,3 +107,19 @@ def test_the_lan_plan_has_faster_jobs_and_the_other_plans_keep_theirs() -> None:
     assert min(job_mins("lan")) < 10 and all(2 <= j <= 40 for j in job_mins("lan"))
     assert all(10 <= j <= 40 for j in job_mins("train") + job_mins("breadth"))
     assert sum(s.scenario.startswith(("ws-", "longpoll-", "json-rpc-")) for s in lan) == 24
+
+
+def test_the_shells_plan_adds_cleartext_reverse_shells_last() -> None:
+    """`shells` runs bash reverse shells over plain TCP as well as over TLS; they are drawn after
+    every other family, so the plans behind the shipped runs are unchanged."""
+    import random
+
+    from training.lab.run import plan
+
+    shells = plan("shells", random.Random(120), 600, "rx")
+    clear = [s for s in shells if s.scenario == "reverse-shell-clear"]
+    assert len(clear) == 10 and all(s.params["tls"] is False and s.label == "reverse_tunnel" for s in clear)
+    assert shells[-len(clear):] == clear
+    assert any(s.scenario == "reverse-shell-tls" for s in shells)
+    for kind in ("train", "breadth", "lan"):
+        assert not any(s.scenario == "reverse-shell-clear" for s in plan(kind, random.Random(1), 600, "rx"))

