@@ -271,7 +271,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "window; such a miner is flagged after several job pushes or shares, 10 s or more. On a "
         "link without delay a delayed ACK (40 ms) often ends a TLS miner's first window; the lab "
         "had no such link before runs r17-r19 (a kernel bridge, no userspace hop), and models "
-        "trained without them scored those windows 0.72-0.84 against 0.71 (2026.11.23.6) or "
+        "trained without them scored those windows 0.72-0.85 against 0.71 (2026.11.23.6) or "
         "0.75-0.78 against 0.81 (3 s openings, 16 runs); 2026.11.23.8: 0.92-0.93 against 0.83. "
         "Real-world chat protocols (XMPP in the corpus) score close to the live threshold.",
         "- Sizes of the first packets weigh heavily: a TLS stack, certificate or client that sizes its "
