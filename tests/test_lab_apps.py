@@ -120,6 +120,21 @@ def test_json_rpc_pair(tls: bool, cert: tuple[str, str]) -> None:
         == srv["requests"]
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_push_channel_pair(tls: bool, cert: tuple[str, str]) -> None:
+    """One persistent connection: a login, heartbeats answered one for one, notifications mostly
+    acknowledged."""
+    port = free_port()
+    srv, cli = run_pair(
+        ["push-server", "--notify-interval", "0.3", *tls_args(tls, cert)],
+        ["push-client", "--connect", f"127.0.0.1:{port}", *(["--tls"] if tls else []),
+         "--heartbeat-min", "0.2", "--heartbeat-max", "0.4", "--bind", "127.0.0.1"], port)
+    assert srv["logins"] == 1 and cli["connects"] == 1 and cli["errors"] == 0  # (the port probe connects too)
+    assert cli["heartbeats"] >= 4 and srv["heartbeats"] >= cli["heartbeats"] - 1
+    assert srv["notifications"] >= 2 and cli["notifications"] >= srv["notifications"] - 1
+    assert srv["acks"] == cli["acks"] and 0 < cli["acks"] <= cli["notifications"]
+
+
 def test_json_rpc_responses_in_process() -> None:
     """Importable API: server in a thread, raw requests checked for JSON-RPC shape."""
     import http.client

@@ -123,3 +123,20 @@ def test_the_shells_plan_adds_cleartext_reverse_shells_last() -> None:
     assert any(s.scenario == "reverse-shell-tls" for s in shells)
     for kind in ("train", "breadth", "lan"):
         assert not any(s.scenario == "reverse-shell-clear" for s in plan(kind, random.Random(1), 600, "rx"))
+
+
+def test_the_push_plan_adds_push_channels_with_their_own_timings() -> None:
+    """`push` runs push-notification channels (over TCP, TLS and stunnel) beside mining; each has
+    its heartbeat and notification intervals, and the older plans draw as before."""
+    import random
+
+    from training.lab.run import plan
+
+    push = plan("push", random.Random(125), 600, "rx")
+    channels = [s for s in push if s.scenario.startswith("push-")]
+    assert len(channels) == 24 and all(s.label == "benign" and s.params["kind"] == "push" for s in channels)
+    assert {s.scenario for s in channels} == {"push-clear", "push-tls", "push-stunnel"}
+    assert all(20 <= s.params["heartbeat_s"] <= 200 and 30 <= s.params["notify_s"] <= 300 for s in channels)
+    assert sum(s.label == "stratum_mining" for s in push) == 15
+    for kind in ("train", "breadth", "lan", "shells"):
+        assert not any(s.scenario.startswith("push-") for s in plan(kind, random.Random(1), 600, "rx"))

@@ -3,7 +3,9 @@
 ``python -m training.lab.apps SUBCOMMAND --help``.  ``ws-*``: long-lived WebSocket, small JSON
 both ways (app-level ping/pong heartbeats, Poisson server events, occasional client acks), a
 chat/dashboard look-alike of stratum mining.  ``longpoll-*``: HTTP/1.1 keep-alive long polling.
-``json-rpc-*``: node-like Ethereum JSON-RPC over HTTP keep-alive.  ``typist``: types shell
+``json-rpc-*``: node-like Ethereum JSON-RPC over HTTP keep-alive.  ``push-*``: a mobile
+push-notification channel (login, heartbeats every minutes, rare notifications; line JSON over TCP
+or TLS), the quietest look-alike of stratum.  ``typist``: types shell
 commands into a child (e.g. ``ssh -tt ...``) one key at a time with human timing.
 
 Every command takes ``--seed``, ``--duration`` (0 = until SIGTERM) and ``--verbose``; it exits
@@ -94,6 +96,19 @@ class JsonRpcClientConfig(ClientOpts):
     url: str = "http://127.0.0.1:8545/"
     interval_min: float = 2.0
     interval_max: float = 10.0
+
+
+@dataclass(kw_only=True)
+class PushServerConfig(ServerOpts):
+    notify_interval: float = 120.0
+
+
+@dataclass(kw_only=True)
+class PushClientConfig(ClientOpts):
+    connect: str = "127.0.0.1:5223"
+    tls: bool = False
+    heartbeat_min: float = 30.0
+    heartbeat_max: float = 240.0
 
 
 @dataclass(kw_only=True)
@@ -292,6 +307,126 @@ async def ws_client(cfg: WsClientConfig) -> dict[str, Any]:
             _log(cfg, f"ws-client: {type(e).__name__}: {e}")
             await _wait(stop, min(rng.uniform(1.0, 3.0), deadline - loop.time()))
     return _finish(cfg, "ws-client", st)
+
+
+# ---------------------------------------------------------------- push channel
+async def _send_line(writer: asyncio.StreamWriter, obj: Any) -> None:
+    writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()
+
+
+async def push_server(cfg: PushServerConfig) -> dict[str, Any]:
+    """A mobile push-notification channel (line JSON over TCP or TLS): answer the device's login
+    and heartbeats, push Poisson-timed notifications; the persistent, quiet look-alike of stratum."""
+    rng = random.Random(cfg.seed)
+    st = {"connections": 0, "logins": 0, "heartbeats": 0, "notifications": 0, "acks": 0}
+    stop = _async_stop()
+
+    async def notify(writer: asyncio.StreamWriter, crng: random.Random) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(crng.expovariate(1.0 / cfg.notify_interval))
+            n += 1
+            await _send_line(writer, json.loads(_sized(crng, 90, 450, lambda t, n=n: {
+                "op": "msg", "id": n, "title": t[:24], "body": t[24:]})))
+            st["notifications"] += 1
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        st["connections"] += 1
+        crng = random.Random(rng.random())
+        pusher: asyncio.Task[None] | None = None
+        try:
+            while line := await reader.readline():
+                op = _loads(line).get("op")
+                if op == "auth":
+                    st["logins"] += 1
+                    await _send_line(writer, {"op": "auth_ok", "session": f"{crng.getrandbits(64):016x}",
+                                              "hb": crng.choice((60, 120, 180, 240))})
+                    pusher = pusher or asyncio.create_task(notify(writer, crng))
+                elif op == "sub":
+                    await _send_line(writer, {"op": "sub_ok", "n": crng.randint(1, 6)})
+                elif op == "hb":
+                    st["heartbeats"] += 1
+                    await _send_line(writer, {"op": "hb_ack"})
+                elif op == "ack":
+                    st["acks"] += 1
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            if pusher is not None:
+                pusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await pusher
+            writer.close()
+
+    host, port = _hostport(cfg.listen)
+    server = await asyncio.start_server(handler, host, port, ssl=_server_ctx(cfg))
+    async with server:
+        _log(cfg, f"push-server: listening on {host}:{port} tls={cfg.tls}")
+        await _wait(stop, cfg.duration or None)
+    return _finish(cfg, "push-server", st)
+
+
+async def push_client(cfg: PushClientConfig) -> dict[str, Any]:
+    """A device on a push channel: log in (device id, app, token), maybe subscribe, then a
+    heartbeat every U(min, max) s and an ack for most notifications; reconnect on loss."""
+    rng = random.Random(cfg.seed)
+    st = {"connects": 0, "heartbeats": 0, "notifications": 0, "acks": 0, "errors": 0}
+    stop = _async_stop()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.duration if cfg.duration > 0 else math.inf
+    host, port = _hostport(cfg.connect)
+    kw: dict[str, Any] = {"ssl": _client_ctx() if cfg.tls else None}
+    if cfg.bind:
+        kw["local_addr"] = (cfg.bind, 0)
+    app = rng.choice(("com.example.chat", "net.example.mail", "org.example.news", "io.example.bank"))
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _send_line(writer, {"op": "auth", "device": f"{rng.getrandbits(rng.choice((128, 256))):x}",
+                                  "app": app, "ver": f"{rng.randint(3, 9)}.{rng.randint(0, 20)}",
+                                  "token": _text(rng, rng.randint(40, 140))})
+        if rng.random() < 0.5:
+            topics = [rng.choice(WORDS) for _ in range(rng.randint(1, 5))]
+            await _send_line(writer, {"op": "sub", "topics": topics})
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(rng.uniform(cfg.heartbeat_min, cfg.heartbeat_max))
+                st["heartbeats"] += 1
+                await _send_line(writer, {"op": "hb", "t": int(time.time())})
+
+        async def receive() -> None:
+            while line := await reader.readline():
+                msg = _loads(line)
+                if msg.get("op") == "msg":
+                    st["notifications"] += 1
+                    if rng.random() < 0.8:
+                        await asyncio.sleep(rng.uniform(0.02, 0.3))
+                        await _send_line(writer, {"op": "ack", "id": msg.get("id")})
+                        st["acks"] += 1
+
+        remaining = None if deadline == math.inf else deadline - loop.time()
+        tasks = [asyncio.create_task(c) for c in (heartbeat(), receive(), stop.wait())]
+        done, pending = await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for t in done:
+            t.result()
+
+    while not stop.is_set() and loop.time() < deadline:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **kw), 10)
+            st["connects"] += 1
+            try:
+                await session(reader, writer)
+            finally:
+                writer.close()
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
+            st["errors"] += 1
+            _log(cfg, f"push-client: {type(e).__name__}: {e}")
+            await _wait(stop, min(rng.uniform(1.0, 3.0), deadline - loop.time()))
+    return _finish(cfg, "push-client", st)
 
 
 # ---------------------------------------------------------------- HTTP servers
@@ -610,6 +745,8 @@ def _parser() -> argparse.ArgumentParser:
     add("longpoll-client", LongPollClientConfig)
     add("json-rpc-server", JsonRpcServerConfig, listen="127.0.0.1:8545")
     add("json-rpc-client", JsonRpcClientConfig)
+    add("push-server", PushServerConfig, listen="127.0.0.1:5223")
+    add("push-client", PushClientConfig)
     add("typist", TypistConfig).add_argument("cmd", nargs=argparse.REMAINDER)
     return p
 
@@ -618,6 +755,7 @@ RUNNERS: dict[type, Callable[[Any], Any]] = {
     WsServerConfig: ws_server, WsClientConfig: ws_client,
     LongPollServerConfig: longpoll_server, LongPollClientConfig: longpoll_client,
     JsonRpcServerConfig: json_rpc_server, JsonRpcClientConfig: json_rpc_client,
+    PushServerConfig: push_server, PushClientConfig: push_client,
     TypistConfig: typist,
 }
 

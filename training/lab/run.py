@@ -82,7 +82,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     """The sessions of one run. `smoke`: one of each family, short; `train`: many, varied; `breadth`:
     more tools and look-alikes; `lan`: mining and its look-alikes, faster jobs (for a direct link);
     `shells`: reverse shells over plain TCP too, beside the other tunnels and interactive look-alikes;
-    `samples`: the fixed sessions behind pcaps/."""
+    `push`: push-notification channels beside mining; `samples`: the fixed sessions behind pcaps/."""
     if kind == "samples":
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
         other = {"ssh-interactive": interactive_ssh, "https-curl": https}
@@ -108,6 +108,10 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         "shells": {"mining": 6, "tunnel": 8, "socks": 3, "ssh_tls": 4, "shell_tls": 5, "wstunnel": 4,
                    "shell_clear": 10, "ssh": 12, "copy": 3, "transfer": 5, "https": 8, "mqtt": 3,
                    "app": 12},
+        # push-notification channels (a login, a heartbeat every minute or few, rare notifications):
+        # in shape the quietest look-alike of stratum, beside mining over the same transports
+        "push": {"mining": 15, "tunnel": 6, "ssh": 6, "copy": 2, "https": 4, "mqtt": 4, "app": 9,
+                 "push": 24},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -191,6 +195,11 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     for _ in range(counts.get("shell_clear", 0)):  # last: the other plans draw as they did before it
         add("reverse-shell-clear", "reverse_tunnel", reverse_shell, tls=False,
             port=any_port((4444, 443, 80, 8080)), length=round(rng.uniform(40, 200)))
+    for _ in range(counts.get("push", 0)):  # after the families above: their draws are unchanged
+        tls = tls_mode(rng)
+        add(f"push-{TLS_NAMES[tls]}", "benign", app_pair, kind="push", tls=tls,
+            port=any_port((5223, 5228, 443, 8883)), heartbeat_s=round(rng.uniform(20, 200)),
+            notify_s=round(rng.uniform(30, 300)))
     return sessions
 
 
@@ -290,7 +299,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
-    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "samples"),
+    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "push", "samples"),
                     default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")

@@ -351,8 +351,8 @@ def https(lab: Lab, s: Session) -> None:
 
 
 def app_pair(lab: Lab, s: Session) -> None:
-    """A long-lived benign app: WebSocket heartbeats, HTTP long-poll, or JSON-RPC polling.
-    tls: False, True (Python ssl) or "stunnel"."""
+    """A long-lived benign app: WebSocket heartbeats, HTTP long-poll, JSON-RPC polling, or a
+    push-notification channel. tls: False, True (Python ssl) or "stunnel"."""
     client, server = lab.hosts()
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
@@ -364,17 +364,23 @@ def app_pair(lab: Lab, s: Session) -> None:
         local, backend = stunnel_pair(lab, s, client, server, port)
         listen, target_host, bind = f"127.0.0.1:{backend}", f"127.0.0.1:{local}", []
     server_argv = py("training.lab.apps", f"{kind}-server", "--listen", listen, "--seed", p["seed"])
+    if kind == "push":
+        server_argv += ["--notify-interval", str(p["notify_s"])]
     if tls is True:
         cert, key = lab.cert(s)
         server_argv += ["--tls", "--cert", str(cert), "--key", str(key)]
     lab.topo.spawn("out", server_argv, f"{s.id}-server")
     if not lab.sleep_until(s.start):
         return
-    scheme = ("wss" if tls is True else "ws") if kind == "ws" else ("https" if tls is True else "http")
-    path = {"ws": "/stream", "longpoll": "/poll", "json-rpc": "/"}[kind]
-    target = "--connect" if kind == "ws" else "--url"
-    client_argv = py("training.lab.apps", f"{kind}-client", target,
-                     f"{scheme}://{target_host}{path}", *bind,
+    if kind == "push":  # line JSON on a socket, no URL
+        heartbeat = float(p["heartbeat_s"])  # type: ignore[arg-type]
+        connect = ["--connect", target_host, *(["--tls"] if tls is True else []),
+                   "--heartbeat-min", str(heartbeat), "--heartbeat-max", str(round(1.2 * heartbeat, 1))]
+    else:
+        scheme = ("wss" if tls is True else "ws") if kind == "ws" else ("https" if tls is True else "http")
+        path = {"ws": "/stream", "longpoll": "/poll", "json-rpc": "/"}[kind]
+        connect = ["--connect" if kind == "ws" else "--url", f"{scheme}://{target_host}{path}"]
+    client_argv = py("training.lab.apps", f"{kind}-client", *connect, *bind,
                      "--duration", round(max(lab.remaining() - 4, 5)), "--seed", p["seed"])
     lab.topo.spawn("in", client_argv, f"{s.id}-client")
 
