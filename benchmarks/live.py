@@ -410,11 +410,7 @@ def measure(a: argparse.Namespace, file_packets: int) -> list[tuple[str, str]]:
 def windows(model: Path | None) -> str:
     """The model's version and the live windows it is served (its live capture options)."""
     meta = FlowClassifier.load(model or default_model_dir(), live=True, lazy=True).metadata
-    cap = meta.capture
-    opening = (f", a connection's first {cap.opening_timeout} s"
-               if 0 < cap.opening_timeout < cap.active_timeout else "")
-    return (f"model {meta.version}; windows of {cap.active_timeout} s active{opening}, "
-            f"{cap.idle_timeout} s idle")
+    return f"model {meta.version}; {meta.capture.describe_windows()}"
 
 
 def notes(a: argparse.Namespace, file_packets: int) -> str:

@@ -58,6 +58,16 @@ class CaptureOptions:
             raise ConfigError(f"capture option opening_timeout must be 0 (off) or 1..active_timeout "
                               f"({self.active_timeout}), got {opening!r}")
 
+    @property
+    def cuts_opening(self) -> bool:
+        """Whether a connection's first window ends sooner than the others (opening_timeout)."""
+        return 0 < self.opening_timeout < self.active_timeout
+
+    def describe_windows(self) -> str:
+        """The windows in words, e.g. "windows of 5 s, a connection's first 3 s, 2 s idle"."""
+        opening = f", a connection's first {self.opening_timeout} s" if self.cuts_opening else ""
+        return f"windows of {self.active_timeout} s{opening}, {self.idle_timeout} s idle"
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
@@ -319,8 +329,7 @@ def _make_pollable(ffi: Any, capture: Any, poller: select.poll) -> bool:
 
 
 def _opening_ms(options: CaptureOptions) -> int:
-    opening = options.opening_timeout
-    return opening * 1000 if 0 < opening < options.active_timeout else 0
+    return options.opening_timeout * 1000 if options.cuts_opening else 0
 
 
 def _engine(create_engine: Any, options: CaptureOptions, stop: LiveStop | None = None) -> Any:

@@ -27,7 +27,6 @@ from flowguard.output import make_writer
 from flowguard.triage import FileDone, FlowVerdict, expand_inputs, triage
 
 if TYPE_CHECKING:  # the service's modules load pydantic and httpx: only commands that use them
-    from flowguard.capture import CaptureOptions
     from flowguard.config import Settings
     from flowguard.live import LiveSource
     from flowguard.publish import Publisher
@@ -264,13 +263,6 @@ def _live_source(interface: str, bpf: str | None, snaplen: int, promisc: bool,
                       buffer_bytes=buffer_mib << 20, opening_timeout=opening_timeout)
 
 
-def _windows(options: CaptureOptions) -> str:
-    """The live windows, as the start-up message tells them."""
-    opening = (f", a connection's first {options.opening_timeout} s"
-               if 0 < options.opening_timeout < options.active_timeout else "")
-    return f"windows of {options.active_timeout} s{opening}, {options.idle_timeout} s idle"
-
-
 @app.command("watch")
 def watch_cmd(
     interface: Annotated[str, typer.Option("--interface", "-i", help="Interface to capture on.")],
@@ -360,7 +352,7 @@ def watch_cmd(
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline.start()
     err.print(f"flowguard: capturing on {interface} "
-              f"({_windows(source.options(classifier.metadata.capture))}); "
+              f"({source.options(classifier.metadata.capture).describe_windows()}); "
               "SIGTERM or Ctrl-C stops", markup=False)
     try:
         while not stop.wait(0.5):
@@ -431,7 +423,7 @@ def serve_cmd(
         pipeline = attach_capture(service_app.state.service, source, classifier)
         pipeline.start()
         err.print(f"flowguard: capturing on {interface} "
-                  f"({_windows(source.options(classifier.metadata.capture))})", markup=False)
+                  f"({source.options(classifier.metadata.capture).describe_windows()})", markup=False)
     try:
         uvicorn.run(service_app, host=settings.host, port=settings.port, log_level=settings.log_level)
     finally:

@@ -166,3 +166,7 @@ def test_opening_timeout_is_checked_and_clamped_to_the_window() -> None:
     assert CaptureOptions.from_dict({"idle_timeout": 2, "active_timeout": 5}).opening_timeout == 0
     assert LiveSource("eth9").options(CaptureOptions()).opening_timeout == 0  # the model's own: off here
     assert LiveSource("eth9", opening_timeout=3).options(CaptureOptions()).opening_timeout == 3
+    assert not CaptureOptions().cuts_opening and live_options(CaptureOptions()).cuts_opening
+    assert (live_options(CaptureOptions()).describe_windows()
+            == "windows of 5 s, a connection's first 3 s, 2 s idle")
+    assert live_options(CaptureOptions(), opening_timeout=0).describe_windows() == "windows of 5 s, 2 s idle"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from flowguard.capture import CaptureOptions
 from flowguard.pcapfile import inspect_capture
 from training.dataset import label_run
 from training.lab.netns import need_root
+from training.lab.run import plan
 
 pytestmark = pytest.mark.netns
 
@@ -94,10 +96,6 @@ def test_a_link_without_delay_is_a_kernel_bridge(tmp_path: Path) -> None:
 def test_the_lan_plan_has_faster_jobs_and_the_other_plans_keep_theirs() -> None:
     """The `lan` plan (for a direct link) draws job intervals from 2 s up; the plans behind the
     shipped runs still draw theirs from 10 s up, from the same seeds as before."""
-    import random
-
-    from training.lab.run import plan
-
     def job_mins(kind: str) -> list[float]:
         return [float(s.params["job_min"]) for s in plan(kind, random.Random(117), 600, "rx")
                 if s.label == "stratum_mining" and "job_min" in s.params]
@@ -112,10 +110,6 @@ def test_the_lan_plan_has_faster_jobs_and_the_other_plans_keep_theirs() -> None:
 def test_the_shells_plan_adds_cleartext_reverse_shells_last() -> None:
     """`shells` runs bash reverse shells over plain TCP as well as over TLS; they are drawn after
     every other family, so the plans behind the shipped runs are unchanged."""
-    import random
-
-    from training.lab.run import plan
-
     shells = plan("shells", random.Random(120), 600, "rx")
     clear = [s for s in shells if s.scenario == "reverse-shell-clear"]
     assert len(clear) == 10 and all(s.params["tls"] is False and s.label == "reverse_tunnel" for s in clear)
@@ -128,10 +122,6 @@ def test_the_shells_plan_adds_cleartext_reverse_shells_last() -> None:
 def test_the_push_plan_adds_push_channels_with_their_own_timings() -> None:
     """`push` runs push-notification channels (over TCP, TLS and stunnel) beside mining; each has
     its heartbeat and notification intervals, and the older plans draw as before."""
-    import random
-
-    from training.lab.run import plan
-
     push = plan("push", random.Random(125), 600, "rx")
     channels = [s for s in push if s.scenario.startswith("push-")]
     assert len(channels) == 24 and all(s.label == "benign" and s.params["kind"] == "push" for s in channels)

@@ -131,13 +131,12 @@ def live_section(live: dict[str, Any] | None, capture: dict[str, Any] | None = N
         return []
     ttd = live["time_to_detect"]
     steps = list(ttd["stratum_mining"]["within_s"])
-    cap = (CaptureOptions.from_dict(capture) if capture else live_options(CaptureOptions())).to_dict()
-    opening = (f" (a connection's first window after {cap['opening_timeout']} s)"
-               if 0 < cap["opening_timeout"] < cap["active_timeout"] else "")
+    cap = CaptureOptions.from_dict(capture) if capture else live_options(CaptureOptions())
+    opening = f" (a connection's first window after {cap.opening_timeout} s)" if cap.cuts_opening else ""
     lines = [
         "## Live windows",
         f"The lab captures and the corpus read as a live capture cuts them (a window ends after "
-        f"{cap['active_timeout']} s{opening}, or after {cap['idle_timeout']} s of silence), each "
+        f"{cap.active_timeout} s{opening}, or after {cap.idle_timeout} s of silence), each "
         "window after a connection's first also as the connection so far (rebuilt from its windows, "
         "`flowguard/connections.py`), scored out-of-fold by the live booster.",
         "",
@@ -148,7 +147,7 @@ def live_section(live: dict[str, Any] | None, capture: dict[str, Any] | None = N
         f"{live['per_class_sessions']['benign']['sessions']}.",
         "- Session recall by how long after its connection's first packet the first flagged window "
         "was exported by nfstream (when the window's next packet came after its window's length, "
-        f"or {cap['idle_timeout']} s after its last packet); the verdict follows within about "
+        f"or {cap.idle_timeout} s after its last packet); the verdict follows within about "
         "0.2 s, and on a quiet link the capture's clock runs up to 0.4 s behind. Tunnels also "
         "counted from their first use (the lab's schedule: the session's start plus its idle time "
         "before use; the connection's set-up, well under a second, is not counted):",

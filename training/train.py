@@ -259,11 +259,12 @@ def within_session_budget(parts: list[tuple[np.ndarray, dict[str, float]]], prob
     def flagged_benign(k: int, c: str, t: float) -> set[str]:
         return set(g[benign_rows & parts[k][0] & (proba[:, CLASSES.index(c)] >= t)])
 
-    def in_time(c: str, ends: np.ndarray, instead: dict[int, float]) -> int:
-        """Sessions of class c flagged within its target, with the parts' thresholds for c (those
-        of the parts in `instead` replaced)."""
+    def in_time(c: str, instead: dict[int, float]) -> int:
+        """Sessions of class c flagged within its target (by `ends_s`), with the parts' thresholds
+        for c (those of the parts in `instead` replaced)."""
+        assert ends_s is not None
         i = CLASSES.index(c)
-        rows = (y == i) & (ends <= DETECT_TARGET_S[c])
+        rows = (y == i) & (ends_s <= DETECT_TARGET_S[c])
         hit = np.zeros(len(y), dtype=bool)
         for k, (mask, thresholds) in enumerate(parts):
             hit |= rows & mask & (proba[:, i] >= instead.get(k, thresholds[c]))
@@ -280,14 +281,14 @@ def within_session_budget(parts: list[tuple[np.ndarray, dict[str, float]]], prob
             return
         choice = max(steps, key=lambda key: len(flagged[key]))
         if ends_s is not None:
-            now = {c: in_time(c, ends_s, {}) for c in CLASSES[1:]}
+            now = {c: in_time(c, {}) for c in CLASSES[1:]}
             costs = {}
             for (k, c), t in steps.items():
                 after = set().union(*(v for key, v in flagged.items() if key != (k, c)),
                                     flagged_benign(k, c, t))
                 cleared = len(union) - len(after)
                 if cleared > 0:
-                    lost = now[c] - in_time(c, ends_s, {k: t})
+                    lost = now[c] - in_time(c, {k: t})
                     costs[(k, c)] = (lost / cleared, -cleared)
             if costs:
                 choice = min(costs, key=lambda key: costs[key])

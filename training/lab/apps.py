@@ -327,8 +327,9 @@ async def push_server(cfg: PushServerConfig) -> dict[str, Any]:
         while True:
             await asyncio.sleep(crng.expovariate(1.0 / cfg.notify_interval))
             n += 1
-            await _send_line(writer, json.loads(_sized(crng, 90, 450, lambda t, n=n: {
-                "op": "msg", "id": n, "title": t[:24], "body": t[24:]})))
+            writer.write(_sized(crng, 90, 450, lambda t, n=n: {
+                "op": "msg", "id": n, "title": t[:24], "body": t[24:]}).encode() + b"\n")
+            await writer.drain()
             st["notifications"] += 1
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
