@@ -16,6 +16,7 @@ from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
 from training import train
 from training.dataset import build, cut_capture, label_run
+from training.ensemble import average
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,7 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     meta = model.metadata
     assert meta.version == "test-1"
     assert meta.training_data["rows"] > 0 and len(meta.training_data["data_sha256"]) == 64
+    assert meta.params["members"] == train.MEMBERS  # each booster an average (training.ensemble)
     assert (tmp_path / "models" / "CURRENT").read_text().strip() == "test-1"
     live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True).metadata
     assert live.opening_thresholds is not None and set(live.opening_thresholds) == set(CLASSES)
@@ -200,3 +202,52 @@ def test_session_budget_raises_the_threshold_that_costs_fewest_detections() -> N
 
     assert thresholds_after(None) == (0.73, 0.72)  # the first of two equal steps: the miner lost
     assert thresholds_after(ends) == (0.72, 0.73)  # the step that loses no detection
+
+
+def _toy_boosters(seeds: tuple[int, ...], features: int = 6) -> tuple[np.ndarray, list]:
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, features))
+    X[:, 3] = rng.integers(0, 5, len(X))  # a categorical column, as app_family is
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+    params = {**train.PARAMS, "min_data_in_leaf": 20}
+    boosters = [lgb.train({**params, "seed": s}, lgb.Dataset(X, y, categorical_feature=[3]), 15)
+                for s in seeds]
+    return X, boosters
+
+
+def test_average_of_boosters_predicts_and_explains_their_mean() -> None:
+    X, boosters = _toy_boosters((1, 2, 3))
+    merged = average(boosters)
+    assert merged.num_trees() == sum(b.num_trees() for b in boosters)
+    raw = np.mean([b.predict(X, raw_score=True) for b in boosters], axis=0)
+    assert np.abs(merged.predict(X, raw_score=True) - raw).max() < 1e-9
+    assert np.abs(merged.predict(X) - train.softmax(raw)).max() < 1e-9
+    contrib = merged.predict(X[:40], pred_contrib=True)
+    mean_contrib = np.mean([b.predict(X[:40], pred_contrib=True) for b in boosters], axis=0)
+    assert np.abs(contrib - mean_contrib).max() < 1e-9
+    # the seeds differ, so the members do: the average is not just one of them
+    assert np.abs(boosters[0].predict(X, raw_score=True) - raw).max() > 1e-3
+
+
+def test_average_refuses_boosters_of_other_features() -> None:
+    _, six = _toy_boosters((1,))
+    _, seven = _toy_boosters((2,), features=7)
+    with pytest.raises(ValueError, match="differ"):
+        average(six + seven)
+    with pytest.raises(ValueError, match="no boosters"):
+        average([])
+
+
+def test_a_connection_so_far_keeps_its_label_after_a_window_of_bare_acks(runs: list[Path]) -> None:
+    """A live window with no payload (bare ACKs) is benign, but the connection so far that it
+    ends still carries its session's mining or tunnel: its row keeps the session's label."""
+    table = build(runs, None, CaptureOptions())
+    views = np.array(table.views)
+    payload = table.X[:, FEATURES.index("bytes")] > 0
+    malicious = np.array([s.startswith(("mining", "reverse")) for s in table.scenarios])
+    bare = (views == "live") & ~payload & malicious
+    assert bare.any() and (table.y[bare] == 0).all()  # the samples have such windows
+    so_far = (views == "live-connection") & payload & malicious
+    assert so_far.any() and (table.y[so_far] != 0).all()

@@ -176,8 +176,10 @@ def since_connection_start(flows: list, idle_timeout_s: float | None = None) -> 
 
 def label_run(
     run_dir: Path, options: CaptureOptions, capture: Path | None = None
-) -> tuple[list, list[tuple[str, str, str, int]], Counter]:
-    """Flows of one lab run and their (label, session, scenario); plus counts of unmatched flows."""
+) -> tuple[list, list[tuple[str, str, str, int, str]], Counter]:
+    """Flows of one lab run and their (label, session, scenario, server port, conversation's label);
+    plus counts of unmatched flows. The label is the conversation's, or benign for a flow with no
+    payload."""
     labels = json.loads((run_dir / "labels.json").read_text())
     index: dict[tuple[str, str, int], tuple[str, str, str, int]] = {}
     for c in labels["conversations"]:
@@ -189,12 +191,13 @@ def label_run(
         if tag is None:
             skipped[f.application_name] += 1
             continue
+        label = tag[0]
         if f.bidirectional_bytes == 0:
             # a connection that carried no payload (a refused or retried attempt) holds no mining
-            # and no tunnel, whatever its session was doing
-            tag = ("benign", *tag[1:])
+            # and no tunnel, whatever its session was doing; nor does a live window of bare ACKs
+            label = "benign"
         flows.append(f)
-        tags.append(tag)
+        tags.append((label, *tag[1:], tag[0]))
     return flows, tags, skipped
 
 
@@ -208,8 +211,12 @@ def _views(view: str, flows: list, tags: list,
     ends = since_connection_start(flows, options.idle_timeout)
     so_far = ConnectionTracker().add(flows)
     later = [i for i, c in enumerate(so_far) if c.windows > 1]  # else the same as the window
+    # the connection so far is labelled by its own payload, not by its last window's: a window of
+    # bare ACKs in a mining connection is benign, the mining connection it ends is not
+    so_far_tags = [(tags[i][4] if so_far[i].bidirectional_bytes > 0 else "benign", *tags[i][1:])
+                   for i in later]
     return [(LIVE_VIEW, flows, tags, ends),
-            (CONNECTION_VIEW, [so_far[i] for i in later], [tags[i] for i in later], ends[later])]
+            (CONNECTION_VIEW, [so_far[i] for i in later], so_far_tags, ends[later])]
 
 
 def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
@@ -270,7 +277,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
             corpus_files += 1
             data_hashes[f"corpus/{path.name}"] = sha256(path)
             for view, flows in reads:
-                tags = [("benign", f"corpus/{path.name}", "corpus", 0)] * len(flows)
+                tags = [("benign", f"corpus/{path.name}", "corpus", 0, "benign")] * len(flows)
                 view_options = live_options(options) if view == LIVE_VIEW else options
                 for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
                     add(name, records, rows_tags, row_ends, f"corpus/{path.name}")

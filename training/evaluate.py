@@ -196,7 +196,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         f"{meta['min_packets']} packets is not judged: its verdict is benign.",
         "- Two boosters: `model.txt` learned from whole captures and their early cuts and judges "
         "triage's flows; `model-live.txt` learned from those and from live windows, and judges "
-        "live windows.",
+        "live windows. Each is the average of "
+        f"{meta['params'].get('members', 1)} boosters seeded one after the other, merged into one "
+        "model file (`training/ensemble.py`).",
         f"- Evaluation: {report['evaluation']}.",
         "",
         "## Metrics (grouped cross-validation, whole captures)",
@@ -271,8 +273,16 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "link without delay a delayed ACK (40 ms) often ends a TLS miner's first window; the lab "
         "had no such link before runs r17-r19 (a kernel bridge, no userspace hop), and models "
         "trained without them scored those windows 0.72-0.85 against 0.71 (2026.11.23.6) or "
-        "0.75-0.78 against 0.81 (3 s openings, 16 runs); 2026.11.23.8: 0.92-0.93 against 0.83. "
+        "0.75-0.78 against 0.81 (3 s openings, 16 runs); 2026.11.23.8: 0.92-0.93 against 0.83; "
+        "2026.11.23.13: 0.81-1.0 against 0.58. "
         "Real-world chat protocols (XMPP in the corpus) score close to the live threshold.",
+        "- Push-notification channels (a login, then a heartbeat every few minutes) are stratum's "
+        "closest benign look-alike. Models trained before the lab made them (runs r25-r27) flagged "
+        "22 of the lab's 72 offline, mostly as tunnels; other push services that size or time "
+        "their messages unlike ours may still be.",
+        "- A reverse shell over plain TCP (one byte a keystroke) was found in none of its sessions "
+        "when left out of training: the model knows a reverse shell partly by the sizes of its "
+        "transport, not only by which side types.",
         "- Sizes of the first packets weigh heavily: a TLS stack, certificate or client that sizes its "
         "handshake or login unlike the lab's can be missed (see leave-one-scenario-out).",
         "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session and "
@@ -293,7 +303,8 @@ def run(table: Table, model_dir: Path, folds: int = 5, seed: int = 7,
     if proba is None:
         proba = train.out_of_fold(table, folds, seed)
     report = train.metrics(table, train.decide_all(proba, thresholds, table))
-    report["evaluation"] = (f"{folds}-fold StratifiedKFold over capture sessions, seed {seed}, "
+    report["evaluation"] = (f"{folds}-fold StratifiedKFold over capture sessions, averaged over "
+                            f"{train.MEMBERS} splits seeded from {seed}, "
                             f"thresholds {thresholds}")
     loso = leave_one_out(table, thresholds, seed)
     report["leave_one_scenario_out"] = loso
