@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from flowguard.capture import CaptureOptions, live_options
 from flowguard.features import FEATURES
@@ -223,7 +224,7 @@ def test_average_of_boosters_predicts_and_explains_their_mean() -> None:
     assert merged.num_trees() == sum(b.num_trees() for b in boosters)
     raw = np.mean([b.predict(X, raw_score=True) for b in boosters], axis=0)
     assert np.abs(merged.predict(X, raw_score=True) - raw).max() < 1e-9
-    assert np.abs(merged.predict(X) - train.softmax(raw)).max() < 1e-9
+    assert np.abs(merged.predict(X) - softmax(raw, axis=1)).max() < 1e-9
     contrib = merged.predict(X[:40], pred_contrib=True)
     mean_contrib = np.mean([b.predict(X[:40], pred_contrib=True) for b in boosters], axis=0)
     assert np.abs(contrib - mean_contrib).max() < 1e-9

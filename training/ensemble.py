@@ -25,6 +25,12 @@ def _scaled(tree: str, factor: float) -> str:
     return "\n".join(out)
 
 
+def _identity(text: str) -> str:
+    """The header lines before `feature_infos` (version, classes, objective, feature names): what
+    boosters must share to be averaged (feature_infos, the value ranges seen, may differ)."""
+    return text.partition("feature_infos=")[0]
+
+
 def average(boosters: list[lgb.Booster]) -> lgb.Booster:
     """One booster whose raw scores are the mean of `boosters`' (same features and classes)."""
     if not boosters:
@@ -38,7 +44,7 @@ def average(boosters: list[lgb.Booster]) -> lgb.Booster:
     factor = 1.0 / len(boosters)
     blocks = []
     for text in texts:
-        if text.partition("\nTree=0\n")[0].split("feature_infos=")[0] != header.split("feature_infos=")[0]:
+        if _identity(text) != _identity(header):
             raise ValueError("average: boosters differ in classes, objective or features")
         blocks += [_scaled(body, factor) for body in _TREES.findall(text)]
     trees = "".join(f"Tree={i}\n{body}" for i, body in enumerate(blocks))

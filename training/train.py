@@ -30,6 +30,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import sklearn
+from scipy.special import softmax
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
@@ -209,13 +210,7 @@ def out_of_fold(table: Table, folds: int, seed: int, repeats: int = MEMBERS) -> 
             fitted = table.subset(mask)
             boosters = {kind: fit_table(fitted, seed + r, kind, members=1) for kind in KINDS}
             raw[test_idx] += predict(boosters, table.subset(~mask), raw=True) / repeats
-    return softmax(raw)
-
-
-def softmax(raw: np.ndarray) -> np.ndarray:
-    """Class probabilities from raw scores, as LightGBM's multiclass objective computes them."""
-    e = np.exp(raw - raw.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(softmax(raw, axis=1))  # as LightGBM's multiclass objective does
 
 
 THRESHOLD_GRID = tuple(round(MIN_THRESHOLD + step / 100, 2) for step in range(50)) + (0.995, 0.999)
