@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for i in range(0, len(flows), a.batch):
         t0 = time.perf_counter()
-        x = vectorize(flows[i : i + a.batch])
+        x = vectorize(flows[i : i + a.batch], clf.features_used)
         t1 = time.perf_counter()
         clf.decide(clf.predict_proba(x), x)
         timings["predict"] += time.perf_counter() - t1
@@ -46,21 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - start
     by_lightgbm = 0.0
     for i in range(0, len(flows), a.batch):
-        x = vectorize(flows[i : i + a.batch])
+        x = vectorize(flows[i : i + a.batch], clf.features_used)
         t0 = time.perf_counter()
         reference.decide(reference.predict_proba(x), x)
         by_lightgbm += time.perf_counter() - t0
     single = []
     for f in flows[:2000]:
         t0 = time.perf_counter()
-        one = vectorize([f])
+        one = vectorize([f], clf.features_used)
         clf.decide(clf.predict_proba(one), one)
         single.append(time.perf_counter() - t0)
     windows = list(read_flows(a.file, live_options(clf.metadata.capture)))
     t0 = time.perf_counter()
     ConnectionTracker().add(windows)
     merge = (time.perf_counter() - t0) / max(len(windows), 1)
-    x = vectorize(flows[:500])
+    x = vectorize(flows[:500], clf.features_used)
     flagged = np.arange(len(x))
     t0 = time.perf_counter()
     clf.explain(x, np.ones(len(flagged), dtype=int))

@@ -21,7 +21,7 @@ What the features describe (see shared/DOMAIN.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from functools import lru_cache
 from itertools import chain
 from operator import attrgetter
@@ -33,7 +33,9 @@ from flowguard.records import FlowRecord
 SPLT_PACKETS = 20
 """How many first packets the splt features cover (the capture must keep at least as many)."""
 
-_RAW = (
+_RAW_INTS = (
+    # whole numbers in every record (nfstream's counts, bytes, sizes, milliseconds, ports): read as
+    # int64, twice as fast as float64, which converts each Python int through a float object
     "bidirectional_duration_ms",
     "bidirectional_packets",
     "bidirectional_bytes",
@@ -42,21 +44,11 @@ _RAW = (
     "dst2src_packets",
     "dst2src_bytes",
     "src2dst_min_ps",
-    "src2dst_mean_ps",
-    "src2dst_stddev_ps",
     "src2dst_max_ps",
     "dst2src_min_ps",
-    "dst2src_mean_ps",
-    "dst2src_stddev_ps",
     "dst2src_max_ps",
-    "bidirectional_mean_piat_ms",
-    "bidirectional_stddev_piat_ms",
     "bidirectional_max_piat_ms",
-    "src2dst_mean_piat_ms",
-    "src2dst_stddev_piat_ms",
     "src2dst_max_piat_ms",
-    "dst2src_mean_piat_ms",
-    "dst2src_stddev_piat_ms",
     "dst2src_max_piat_ms",
     "src2dst_syn_packets",
     "src2dst_psh_packets",
@@ -71,7 +63,19 @@ _RAW = (
     "src_port",
     "dst_port",
 )
-_get_raw = attrgetter(*_RAW)
+_RAW_FLOATS = (
+    "src2dst_mean_ps",
+    "src2dst_stddev_ps",
+    "dst2src_mean_ps",
+    "dst2src_stddev_ps",
+    "bidirectional_mean_piat_ms",
+    "bidirectional_stddev_piat_ms",
+    "src2dst_mean_piat_ms",
+    "src2dst_stddev_piat_ms",
+    "dst2src_mean_piat_ms",
+    "dst2src_stddev_piat_ms",
+)
+_get_ints, _get_floats = attrgetter(*_RAW_INTS), attrgetter(*_RAW_FLOATS)
 _SPLT_LISTS = (attrgetter("splt_direction"), attrgetter("splt_ps"), attrgetter("splt_piat_ms"))
 _get_app = attrgetter("application_name")
 
@@ -175,25 +179,35 @@ def _app_code(application_name: str) -> int:
     return _APP_CODE[app_family(application_name)]
 
 
-def vectorize(records: Sequence[FlowRecord]) -> np.ndarray:
-    """A (len(records), len(FEATURES)) float32 matrix; NaN marks a value the flow does not have."""
+def vectorize(records: Sequence[FlowRecord], needed: Set[str] | None = None) -> np.ndarray:
+    """A (len(records), len(FEATURES)) float32 matrix; NaN marks a value the flow does not have.
+
+    needed: the columns a model reads (FlowClassifier.features_used), None for all. The costlier
+    groups of columns that none of them is in (nDPI's family, the per-direction payloads) are left
+    NaN instead of computed."""
     n = len(records)
     out = np.empty((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
         return out
     # every value is pulled with C-level iterators (attrgetter, map, chain, fromiter): no Python
     # code runs per flow, which keeps this at a few microseconds a flow
-    raw = np.fromiter(chain.from_iterable(map(_get_raw, records)), dtype=np.float64,
-                      count=n * len(_RAW)).reshape(n, len(_RAW))
-    apps = np.fromiter(map(_app_code, map(_get_app, records)), dtype=np.float64, count=n)
-    _derived(raw, apps, out[:, : len(_DERIVED)])
+    ints = np.fromiter(chain.from_iterable(map(_get_ints, records)), dtype=np.int64,
+                       count=n * len(_RAW_INTS)).reshape(n, len(_RAW_INTS)).astype(np.float64)
+    floats = np.fromiter(chain.from_iterable(map(_get_floats, records)), dtype=np.float64,
+                         count=n * len(_RAW_FLOATS)).reshape(n, len(_RAW_FLOATS))
+    col = dict(zip(_RAW_INTS, ints.T, strict=True)) | dict(zip(_RAW_FLOATS, floats.T, strict=True))
+    if needed is None or not needed.isdisjoint(CATEGORICAL):
+        apps = np.fromiter(map(_app_code, map(_get_app, records)), dtype=np.float64, count=n)
+    else:
+        apps = np.full(n, np.nan)
+    _derived(col, apps, out[:, : len(_DERIVED)])
     direction, size, gap = (_padded(list(map(get, records))) for get in _SPLT_LISTS)
-    _first_packets(direction, size, gap, out[:, len(_DERIVED) :])
+    payloads = needed is None or not needed.isdisjoint(PER_DIRECTION_PAYLOADS)
+    _first_packets(direction, size, gap, out[:, len(_DERIVED) :], payloads)
     return out
 
 
-def _derived(raw: np.ndarray, apps: np.ndarray, out: np.ndarray) -> None:
-    col = {name: raw[:, i] for i, name in enumerate(_RAW)}
+def _derived(col: dict[str, np.ndarray], apps: np.ndarray, out: np.ndarray) -> None:
     duration_s = col["bidirectional_duration_ms"] / 1000.0
     packets = col["bidirectional_packets"]
     total_bytes = col["bidirectional_bytes"]
@@ -264,9 +278,10 @@ def _padded(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
-def _first_packets(direction: np.ndarray, size: np.ndarray, gap: np.ndarray, out: np.ndarray) -> None:
+def _first_packets(direction: np.ndarray, size: np.ndarray, gap: np.ndarray, out: np.ndarray,
+                   payloads: bool = True) -> None:
     """Summaries and per-position columns of the first SPLT_PACKETS packets (direction, size and
-    gap of each, -1 where absent)."""
+    gap of each, -1 where absent); `payloads`: also each direction's first payloads (else NaN)."""
     n = len(direction)
     present = direction >= 0
     s2d = direction == 0
@@ -302,6 +317,9 @@ def _first_packets(direction: np.ndarray, size: np.ndarray, gap: np.ndarray, out
     k += SPLT_PACKETS
     out[:, k : k + SPLT_PACKETS - 1] = np.where(present[:, 1:], gap[:, 1:], np.nan)
     k += SPLT_PACKETS - 1
+    if not payloads:
+        out[:, k:] = np.nan
+        return
     for mask in (payload & s2d, payload & d2s):
         _nth_of_each_row(mask, size, out[:, k : k + PAYLOADS_PER_DIRECTION])
         k += PAYLOADS_PER_DIRECTION

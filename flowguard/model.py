@@ -28,7 +28,7 @@ from flowguard.capture import CaptureOptions
 from flowguard.compiled import CompiledModel, compile_model
 from flowguard.errors import ModelError, PredictorError
 from flowguard.features import FEATURES, SPLT_PACKETS, judged, opens_connection
-from flowguard.modeltext import check_model_text, model_header, one_class_text
+from flowguard.modeltext import check_model_text, model_header, one_class_text, split_features
 
 CLASSES: tuple[str, ...] = ("benign", "stratum_mining", "reverse_tunnel")
 """The verdicts, in the order of the model's output columns."""
@@ -179,7 +179,7 @@ class FlowClassifier:
 
     Usage:
         clf = FlowClassifier.load("models/2026.11.23")
-        matrix = features.vectorize(records)
+        matrix = features.vectorize(records, clf.features_used)
         verdicts, scores = clf.decide(clf.predict_proba(matrix), matrix)
     """
 
@@ -193,6 +193,7 @@ class FlowClassifier:
         self._booster_lock = threading.Lock()
         self._explainers: dict[int, Any] = {}  # class -> a booster of its trees alone
         self._explainer_thread: threading.Thread | None = None
+        self._features_used: frozenset[str] | None = None
         self.metadata = metadata
         self.path = path
 
@@ -244,6 +245,17 @@ class FlowClassifier:
                 one = one_class_text(text, cls, len(self.classes))
                 self._explainers[cls] = _parse_booster(one, self._model_file)
             return self._explainers[cls]
+
+    @property
+    def features_used(self) -> frozenset[str]:
+        """The features its trees split on: what `vectorize(records, needed=...)` must compute."""
+        if self._features_used is None:
+            text = self._model_text
+            if text is None:  # built from a booster, not loaded
+                text = self._booster.model_to_string()
+            names = self.metadata.features
+            self._features_used = frozenset(names[i] for i in split_features(text))
+        return self._features_used
 
     @property
     def predictor(self) -> str:

@@ -37,6 +37,14 @@ def model_header(text: str) -> dict[str, str]:
     return header
 
 
+def split_features(text: str) -> frozenset[int]:
+    """The indices of the features that the model's trees split on: the columns it reads."""
+    found: set[int] = set()
+    for line in re.findall(r"^split_feature=(.*)$", text, flags=re.MULTILINE):
+        found.update(int(i) for i in line.split())
+    return frozenset(found)
+
+
 def one_class_text(text: str, cls: int, trees_per_iteration: int) -> str:
     """The model `text` (passed by check_model_text) with only the trees of output `cls`, as a model
     of one output: it predicts that class's raw score, and its SHAP values (`pred_contrib`) are the

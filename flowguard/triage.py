@@ -200,7 +200,7 @@ def classify_batch(
 ) -> list[FlowVerdict]:
     """Verdicts for a batch of flows from one source, in the order given; `windows`: they are live
     windows (see FlowClassifier.decide)."""
-    matrix = vectorize(records)
+    matrix = vectorize(records, classifier.features_used)
     proba = classifier.predict_proba(matrix)
     verdict_idx, score = classifier.decide(proba, matrix, windows)
     flagged = np.flatnonzero(verdict_idx != BENIGN)

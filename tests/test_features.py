@@ -5,7 +5,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from flowguard.features import APP_FAMILIES, CATEGORICAL, FEATURES, SPLT_PACKETS, app_family, vectorize
+from flowguard.features import (
+    APP_FAMILIES,
+    CATEGORICAL,
+    FEATURES,
+    PER_DIRECTION_PAYLOADS,
+    SPLT_PACKETS,
+    app_family,
+    vectorize,
+)
 
 
 def flow(**over: object) -> SimpleNamespace:
@@ -43,6 +51,22 @@ def test_matrix_shape_names_and_dtype() -> None:
     assert len(set(FEATURES)) == len(FEATURES)
     assert set(CATEGORICAL) <= set(FEATURES)
     assert vectorize([]).shape == (0, len(FEATURES))
+
+
+def test_needed_leaves_the_costly_groups_nobody_reads_nan() -> None:
+    records = [flow(), flow(application_name="TLS", splt_ps=[0, 0, 0, 517, 1400, 0, 90] + [-1] * 13)]
+    whole = vectorize(records)
+    payloads = [FEATURES.index(f) for f in PER_DIRECTION_PAYLOADS]
+    app = FEATURES.index("app_family")
+    assert not np.isnan(whole[:, payloads[0]]).any() and not np.isnan(whole[:, app]).any()
+    others = [i for i in range(len(FEATURES)) if i not in payloads and i != app]
+    for needed, computed in (({"packets"}, []), ({"app_family"}, [app]),
+                             ({"d2s_pay02_size"}, payloads), (set(FEATURES), [*payloads, app])):
+        x = vectorize(records, needed)
+        np.testing.assert_array_equal(x[:, others], whole[:, others])
+        np.testing.assert_array_equal(x[:, computed], whole[:, computed])
+        skipped = [i for i in [*payloads, app] if i not in computed]
+        assert np.isnan(x[:, skipped]).all()
 
 
 def test_derived_values() -> None:

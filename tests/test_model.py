@@ -255,6 +255,23 @@ def test_explanations_are_the_whole_models_shap_values_for_the_class(classifier:
                            for k, j in enumerate(top)]
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_features_used_are_what_the_trees_split_on_and_decide_as_the_whole_matrix(
+    classifier: FlowClassifier, live: bool
+) -> None:
+    """Triage computes only the features the trees read (features_used); the columns it leaves NaN
+    must change no score."""
+    from flowguard.features import vectorize
+    from tests.test_features import flow
+
+    clf = FlowClassifier.load(classifier.path, live=live, predictor="lightgbm")
+    split = clf.booster.feature_importance("split")
+    assert clf.features_used == {name for name, n in zip(FEATURES, split, strict=True) if n > 0}
+    records = [flow(), flow(application_name="TLS.Google", dst_port=443), flow(splt_ps=[0] * 20)]
+    whole, needed = vectorize(records), vectorize(records, clf.features_used)
+    np.testing.assert_array_equal(clf.predict_proba(whole), clf.predict_proba(needed))
+
+
 def test_lazy_load_still_refuses_a_tampered_model(model_copy: Path) -> None:
     with (model_copy / "model.txt").open("a") as fh:
         fh.write("\n")
