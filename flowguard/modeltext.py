@@ -121,7 +121,7 @@ def _check_tree(block: str, where: str, n_features: int) -> None:
         if leaves < 1 or n_cat < 0 or not all(map(math.isfinite, leaf_value)):
             raise ValueError("num_leaves, num_cat or leaf values out of range")
         for name in _OPTIONAL_LEAF_ARRAYS:
-            if name in fields:
+            if name in fields and (leaves > 1 or fields[name]):  # one leaf: LightGBM writes none
                 _floats(fields, name, leaves)
         if leaves == 1:
             return

@@ -33,6 +33,19 @@ def test_shipped_boosters_pass(text: str) -> None:
     assert check((default_model_dir() / "model-live.txt").read_text()) > 0
 
 
+def test_lightgbms_own_one_leaf_trees_pass() -> None:
+    """LightGBM writes a tree that found no split with empty leaf_weight (and node arrays)."""
+    import lightgbm as lgb
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    booster = lgb.train({"objective": "regression", "min_data_in_leaf": 100, "verbose": -1},
+                        lgb.Dataset(x, x[:, 0]), num_boost_round=2)
+    one_leaf = booster.model_to_string()
+    assert "num_leaves=1\n" in one_leaf and "leaf_weight=\n" in one_leaf
+    assert check_model_text(one_leaf, "model.txt", 3, 1) == booster.num_trees()
+
+
 def _nth_tree_line(text: str, key: str, n: int = 5) -> re.Match[str]:
     return list(re.finditer(rf"^{key}=.*$", text, flags=re.M))[n]
 
