@@ -17,7 +17,7 @@ from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
 from training import train
 from training.dataset import build, cut_capture, label_run
-from training.ensemble import average
+from training.ensemble import average, one_vs_rest
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +239,50 @@ def test_average_refuses_boosters_of_other_features() -> None:
         average(six + seven)
     with pytest.raises(ValueError, match="no boosters"):
         average([])
+
+
+def test_one_vs_rest_scores_each_class_by_its_own_booster(tmp_path: Path) -> None:
+    """Binary boosters (each may go without some features) make one multiclass model: raw scores
+    0 for benign and each booster's for its class, explained by that booster's trees alone; it
+    passes the model checks, and the compiled predictor gives the same probabilities."""
+    import lightgbm as lgb
+
+    from flowguard.compiled import compile_model
+    from flowguard.modeltext import check_model_text
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, 6))
+    X[:, 3] = rng.integers(0, 5, len(X))
+    y = (X[:, 0] > 0.3).astype(int) + 2 * ((X[:, 1] > 0.8) & (X[:, 0] <= 0.3))
+    params = {k: v for k, v in train.PARAMS.items() if k != "num_class"}
+
+    def binary(cls: int, blank: int | None) -> lgb.Booster:
+        Xc = X.copy()
+        if blank is not None:
+            Xc[:, blank] = np.nan  # as LIVE_CLASS_IGNORES does
+        return average([lgb.train({**params, "objective": "binary", "seed": s},
+                                  lgb.Dataset(Xc, (y == cls).astype(int), categorical_feature=[3]), 12)
+                        for s in (1, 2)])
+
+    mining, tunnel = binary(1, blank=3), binary(2, blank=None)
+    merged = one_vs_rest([None, mining, tunnel])
+    raw = np.column_stack([np.zeros(len(X)), mining.predict(X, raw_score=True),
+                           tunnel.predict(X, raw_score=True)])
+    assert np.abs(merged.predict(X, raw_score=True) - raw).max() < 1e-9
+    assert np.abs(merged.predict(X) - softmax(raw, axis=1)).max() < 1e-9
+    contrib = merged.predict(X[:40], pred_contrib=True).reshape(40, 3, 7)
+    assert np.abs(contrib[:, 1] - mining.predict(X[:40], pred_contrib=True)).max() < 1e-9
+    assert np.abs(contrib[:, 0]).max() == 0 and np.abs(contrib[:, 1, 3]).max() == 0
+    text = merged.model_to_string()
+    assert check_model_text(text, "model.txt", 6, 3) == 3 * mining.num_trees()
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    compiled = compile_model(text, "0" * 64, 3, 6, tmp_path / "model.txt", cache)
+    assert np.abs(compiled.predict(X) - merged.predict(X)).max() < 1e-9
+    with pytest.raises(ValueError, match="binary"):
+        one_vs_rest([None, *_toy_boosters((1,))[1]])
+    with pytest.raises(ValueError, match="numbers of trees"):
+        one_vs_rest([None, mining, average([tunnel, tunnel, tunnel])])
 
 
 def test_a_connection_so_far_keeps_its_label_after_a_window_of_bare_acks(runs: list[Path]) -> None:

@@ -79,7 +79,9 @@ def one_vs_rest(boosters: list[lgb.Booster | None]) -> lgb.Booster:
             raise ValueError("one_vs_rest: boosters differ in features")
     n = len(boosters)
     infos = [i.split() for i in (_header(t)["feature_infos"] for t in texts.values())]
-    merged_infos = " ".join(next((i for i in column if i != "none"), "none") for column in zip(*infos))
+    # a feature a booster never split on reads "none" there: take another's range or categories
+    merged_infos = " ".join(next((i for i in column if i != "none"), "none")
+                            for column in zip(*infos, strict=True))
     changed = {"num_class": str(n), "num_tree_per_iteration": str(n),
                "objective": f"multiclass num_class:{n}", "feature_infos": merged_infos}
     head = ["tree", *(f"{k}={changed.get(k, v)}" for k, v in _header(first).items()

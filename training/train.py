@@ -53,7 +53,7 @@ from flowguard.model import (
     sha256_file,
 )
 from training.dataset import LIVE_VIEW, LIVE_VIEWS, Table, build, concat, feedback_table
-from training.ensemble import average
+from training.ensemble import average, one_vs_rest
 
 PARAMS: dict[str, Any] = {
     "objective": "multiclass",
@@ -156,6 +156,26 @@ sessions flagged within 5 s rose from 0.80 to 0.88 and left-out Monero stratum's
 0.67 to 0.96, while the left-out TLS reverse shell's fell from 0.76 to 0.32."""
 
 
+LIVE_CLASS_IGNORES: dict[str, tuple[str, ...]] | None = None
+"""When set, the live booster is one binary booster per malicious class against the rest, each
+without the features listed for its class (ensemble.one_vs_rest makes them one model)."""
+
+
+def fit_binary(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> lgb.Booster:
+    params = {k: v for k, v in PARAMS.items() if k != "num_class"}
+    data = lgb.Dataset(X, y, weight=w, feature_name=list(FEATURES),
+                       categorical_feature=list(CATEGORICAL), free_raw_data=False)
+    return lgb.train({**params, "objective": "binary", "seed": seed}, data, num_boost_round=ROUNDS)
+
+
+def _blanked(X: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    if not names:
+        return X
+    X = X.copy()
+    X[:, [FEATURES.index(name) for name in names]] = np.nan
+    return X
+
+
 def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEMBERS) -> lgb.Booster:
     """A booster of `kind` on the table's trainable rows (`offline`: all but live windows, and
     without OFFLINE_IGNORES): the average of `members` boosters seeded seed, seed+1, ..."""
@@ -163,11 +183,13 @@ def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEM
     if kind == "offline":
         keep &= scored_on(table, "offline")
     t = table.subset(keep)
-    X = t.X
-    if kind == "offline":
-        X = X.copy()
-        X[:, [FEATURES.index(name) for name in OFFLINE_IGNORES]] = np.nan
+    X = _blanked(t.X, OFFLINE_IGNORES) if kind == "offline" else t.X
     w = weights(t.y, t.groups, t.views)
+    if kind == "live" and LIVE_CLASS_IGNORES is not None:
+        return one_vs_rest([None] + [
+            average([fit_binary(_blanked(X, LIVE_CLASS_IGNORES.get(c, ())), (t.y == i).astype(int),
+                                w, seed + m) for m in range(members)])
+            for i, c in enumerate(CLASSES) if i > 0])
     return average([fit(X, t.y, w, seed + i) for i in range(members)])
 
 
