@@ -130,7 +130,8 @@ LIVE_OPENING_TIMEOUT = 3
 (`CaptureOptions.opening_timeout`; 0 is off): a connection that keeps talking gets its first verdict
 about 3.5 s after its first packet instead of 5.5 s. Out-of-fold on the lab (model 2026.11.23.8),
 96.6 % of mining sessions were flagged within 5 s; trained and scored with 5 s first windows on the
-same data, 86 % (model 2026.11.23.13, on more data: 99.2 %). A model is served the windows it was
+same data, 86 % (model 2026.11.23.13, on more data: 99.2 %; 2026.11.23.14, whose live mining booster
+goes without nDPI's label: 97 %). A model is served the windows it was
 trained with: training/dataset.py reads the lab with `live_options`, the model records them, and
 live capture (`live.LiveSource`) uses the model's opening by default."""
 
