@@ -88,6 +88,7 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert meta.version == "test-1"
     assert meta.training_data["rows"] > 0 and len(meta.training_data["data_sha256"]) == 64
     assert meta.params["members"] == train.MEMBERS  # each booster an average (training.ensemble)
+    assert meta.params["live_class_ignores"] == {"stratum_mining": ["app_family", "app_guessed"]}
     assert (tmp_path / "models" / "CURRENT").read_text().strip() == "test-1"
     live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True).metadata
     assert live.opening_thresholds is not None and set(live.opening_thresholds) == set(CLASSES)

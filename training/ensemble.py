@@ -3,6 +3,9 @@
 A booster's raw score (before softmax) is the sum of its trees' leaf values. The mean of N boosters'
 raw scores is then the sum of all their trees, each leaf value divided by N: one model that serving
 loads, predicts and explains (`pred_contrib`) exactly as it does a single booster, N times the trees.
+
+Binary boosters, one a class, make one multiclass model the same way (`one_vs_rest`): each class's
+trees are its own booster's, so that each class can learn from features of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import re
 
 import lightgbm as lgb
+
+from flowguard.modeltext import model_header
 
 _TREES = re.compile(r"^Tree=\d+\n(.*?)(?=^Tree=\d+\n|^end of trees)", re.M | re.S)
 _SCALED = ("leaf_value", "internal_value")
@@ -72,19 +77,19 @@ def one_vs_rest(boosters: list[lgb.Booster | None]) -> lgb.Booster:
     if len(rounds) != 1:
         raise ValueError(f"one_vs_rest: the boosters have different numbers of trees {sorted(rounds)}")
     for text in texts.values():
-        header = _header(text)
+        header = model_header(text)
         if header.get("objective", "").split()[0] != "binary" or header.get("num_class") != "1":
             raise ValueError("one_vs_rest: every booster must be binary")
-        if header.get("feature_names") != _header(first).get("feature_names"):
+        if header.get("feature_names") != model_header(first).get("feature_names"):
             raise ValueError("one_vs_rest: boosters differ in features")
     n = len(boosters)
-    infos = [i.split() for i in (_header(t)["feature_infos"] for t in texts.values())]
+    infos = [i.split() for i in (model_header(t)["feature_infos"] for t in texts.values())]
     # a feature a booster never split on reads "none" there: take another's range or categories
     merged_infos = " ".join(next((i for i in column if i != "none"), "none")
                             for column in zip(*infos, strict=True))
     changed = {"num_class": str(n), "num_tree_per_iteration": str(n),
                "objective": f"multiclass num_class:{n}", "feature_infos": merged_infos}
-    head = ["tree", *(f"{k}={changed.get(k, v)}" for k, v in _header(first).items()
+    head = ["tree", *(f"{k}={changed.get(k, v)}" for k, v in model_header(first).items()
                       if k != "tree_sizes")]
     blocks = [trees[k][r] if k in trees else _ZERO_TREE
               for r in range(rounds.pop()) for k in range(n)]
@@ -93,8 +98,3 @@ def one_vs_rest(boosters: list[lgb.Booster | None]) -> lgb.Booster:
     tail = re.sub(r"\[objective: [^\]]*\]", "[objective: multiclass]", tail)
     tail = re.sub(r"\[num_class: [^\]]*\]", f"[num_class: {n}]", tail)
     return lgb.Booster(model_str="\n".join(head) + "\n\n" + body + tail)
-
-
-def _header(text: str) -> dict[str, str]:
-    lines = text.partition("\n\n")[0].split("\n")[1:]
-    return dict(line.partition("=")[::2] for line in lines)

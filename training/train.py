@@ -189,7 +189,8 @@ def _blanked(X: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEMBERS) -> lgb.Booster:
     """A booster of `kind` on the table's trainable rows (`offline`: all but live windows, and
-    without OFFLINE_IGNORES): the average of `members` boosters seeded seed, seed+1, ..."""
+    without OFFLINE_IGNORES): the average of `members` boosters seeded seed, seed+1, ...; `live`,
+    with LIVE_CLASS_IGNORES set: such an average per class against the rest, made one model."""
     keep = trainable(table)
     if kind == "offline":
         keep &= scored_on(table, "offline")
