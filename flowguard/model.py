@@ -239,22 +239,20 @@ class FlowClassifier:
         values for that class as the whole model, three times faster."""
         with self._booster_lock:
             if cls not in self._explainers:
-                text = self._model_text
-                if text is None:  # built from a booster, not loaded
-                    text = self._booster.model_to_string()
-                one = one_class_text(text, cls, len(self.classes))
+                one = one_class_text(self._text(), cls, len(self.classes))
                 self._explainers[cls] = _parse_booster(one, self._model_file)
             return self._explainers[cls]
+
+    def _text(self) -> str:
+        """The model's LightGBM text: as loaded, or written by the booster it was built from."""
+        return self._model_text if self._model_text is not None else self._booster.model_to_string()
 
     @property
     def features_used(self) -> frozenset[str]:
         """The features its trees split on: what `vectorize(records, needed=...)` must compute."""
         if self._features_used is None:
-            text = self._model_text
-            if text is None:  # built from a booster, not loaded
-                text = self._booster.model_to_string()
             names = self.metadata.features
-            self._features_used = frozenset(names[i] for i in split_features(text))
+            self._features_used = frozenset(names[i] for i in split_features(self._text()))
         return self._features_used
 
     @property

@@ -101,10 +101,15 @@ def weights(y: np.ndarray, groups: list[str], views: list[str] | None = None) ->
     return w * len(y) / w.sum()
 
 
-def fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> lgb.Booster:
+def fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, binary: bool = False) -> lgb.Booster:
+    """One booster of PARAMS over the classes (`binary`: of y, 0 or 1, as a binary objective)."""
+    params = {**PARAMS, "seed": seed}
+    if binary:
+        del params["num_class"]
+        params["objective"] = "binary"
     data = lgb.Dataset(X, y, weight=w, feature_name=list(FEATURES),
                        categorical_feature=list(CATEGORICAL), free_raw_data=False)
-    return lgb.train({**PARAMS, "seed": seed}, data, num_boost_round=ROUNDS)
+    return lgb.train(params, data, num_boost_round=ROUNDS)
 
 
 UNKNOWABLE_VIEWS = {"reverse_tunnel": ("pkt10", "pkt20")}
@@ -172,13 +177,6 @@ family left out of training found in TLS mining 0.0 -> 0.83, Monero 0.58 -> 0.68
 for both: TLS mining 0.0, mining within 5 s 0.990."""
 
 
-def fit_binary(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> lgb.Booster:
-    params = {k: v for k, v in PARAMS.items() if k != "num_class"}
-    data = lgb.Dataset(X, y, weight=w, feature_name=list(FEATURES),
-                       categorical_feature=list(CATEGORICAL), free_raw_data=False)
-    return lgb.train({**params, "objective": "binary", "seed": seed}, data, num_boost_round=ROUNDS)
-
-
 def _blanked(X: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
     if not names:
         return X
@@ -199,8 +197,8 @@ def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEM
     w = weights(t.y, t.groups, t.views)
     if kind == "live" and LIVE_CLASS_IGNORES is not None:
         return one_vs_rest([None] + [
-            average([fit_binary(_blanked(X, LIVE_CLASS_IGNORES.get(c, ())), (t.y == i).astype(int),
-                                w, seed + m) for m in range(members)])
+            average([fit(_blanked(X, LIVE_CLASS_IGNORES.get(c, ())), (t.y == i).astype(int), w,
+                         seed + m, binary=True) for m in range(members)])
             for i, c in enumerate(CLASSES) if i > 0])
     return average([fit(X, t.y, w, seed + i) for i in range(members)])
 
