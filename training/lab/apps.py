@@ -182,10 +182,20 @@ def _sigterm_to_interrupt() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _sleep_until(end: float) -> None:
+def _stop_flag() -> threading.Event:
+    """An event that SIGTERM/SIGINT set. Unlike KeyboardInterrupt, it cannot land between binding
+    a socket and the ``try`` that would print the final STATS line."""
+    ev = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: ev.set())
+    return ev
+
+
+def _sleep_until(end: float, stop: threading.Event | None = None) -> None:
     """Sleep in short slices: a SIGTERM delivered to another thread would not wake a long sleep,
     but its Python handler runs in the main thread as soon as a slice ends."""
-    while (left := end - time.monotonic()) > 0:
+    while (left := end - time.monotonic()) > 0 and not (stop and stop.is_set()):
         time.sleep(min(left, 0.25))
 
 
@@ -524,14 +534,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _serve_http(cfg: ServerOpts, mode: str, name: str) -> dict[str, Any]:
-    _sigterm_to_interrupt()
+    stop = _stop_flag()
     srv = _Server(cfg, mode)
-    threading.Thread(target=srv.serve_forever, args=(0.2,), daemon=True).start()
-    _log(cfg, f"{name}: listening on {cfg.listen} tls={cfg.tls}")
     try:
-        _sleep_until(time.monotonic() + cfg.duration if cfg.duration > 0 else math.inf)
-    except KeyboardInterrupt:
-        pass
+        threading.Thread(target=srv.serve_forever, args=(0.2,), daemon=True).start()
+        _log(cfg, f"{name}: listening on {cfg.listen} tls={cfg.tls}")
+        _sleep_until(time.monotonic() + cfg.duration if cfg.duration > 0 else math.inf, stop)
     finally:
         srv.stopping.set()
         srv.shutdown()
