@@ -36,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from training.lab.options import cap_tls
+
 WORDS = ("alpha bravo node sync block peer queue status update user online metric cpu disk "
          "ok ready build deploy green latency chart widget stream room message").split()
 DEFAULT_COMMANDS = ["ls -la", "uname -a", "cat /etc/os-release", "ps aux | head -20", "df -h",
@@ -56,6 +58,7 @@ class ServerOpts(Common):
     tls: bool = False
     cert: str | None = None
     key: str | None = None
+    tls_max: str | None = None  # newest TLS version served (options.TLS_MAX); None: 1.3
 
 
 @dataclass(kw_only=True)
@@ -154,7 +157,7 @@ def _server_ctx(cfg: ServerOpts) -> ssl.SSLContext | None:
         return None
     if not (cfg.cert and cfg.key):
         raise SystemExit("--tls needs --cert and --key")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = cap_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cfg.tls_max)
     ctx.load_cert_chain(cfg.cert, cfg.key)
     return ctx
 

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ssl
 from collections.abc import Sequence
+
+TLS_MAX = ("1.2", "1.3")
+"""Allowed values of the lab servers' ``--tls-max``: the newest TLS version they agree to."""
+
+
+def cap_tls(ctx: ssl.SSLContext, tls_max: str | None) -> ssl.SSLContext:
+    """Cap a server context at ``tls_max`` (None: the library's newest, TLS 1.3 here)."""
+    if tls_max is not None:
+        if tls_max not in TLS_MAX:
+            raise ValueError(f"--tls-max {tls_max!r}: allowed values are {', '.join(TLS_MAX)}")
+        ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[tls_max]
+    return ctx
 
 
 def add_config_options(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from training.lab.netns import LabError, Topology, need_root
 from training.lab.scenarios import (
+    NGINX_TLS12_HOST,
     POOL_PORTS,
     SSH_PORTS,
     Lab,
@@ -40,6 +41,7 @@ from training.lab.scenarios import (
     reverse_tunnel,
     reverse_wstunnel,
     ssh_transfer,
+    uses_tls,
 )
 
 FILE_SIZES = (3_000, 40_000, 300_000, 1_500_000, 6_000_000)
@@ -250,14 +252,32 @@ http {{
     ssl_certificate {d}/tls/cert.pem; ssl_certificate_key {d}/tls/key.pem;
     root {d}/files;
   }}
+  server {{
+    listen {lab.topo.outside_ip(NGINX_TLS12_HOST)}:443 ssl; server_name _;
+    ssl_certificate {d}/tls/cert.pem; ssl_certificate_key {d}/tls/key.pem;
+    ssl_protocols TLSv1.2;
+    root {d}/files;
+  }}
 }}
 """)
     lab.topo.spawn("out", ["nginx", "-c", str(conf), "-p", str(nginx)], "nginx")
 
 
+def cap_tls12(sessions: list[Session], share: float, seed: int) -> None:
+    """Mark about `share` of the sessions that use TLS (of every label alike) with
+    ``params["tls_max"] = "1.2"``: their servers then agree to TLS 1.2 at most. The draw has its
+    own random stream, so a plan with share 0 is the same as before the option existed."""
+    if not 0.0 <= share <= 1.0:
+        raise LabError(f"--tls12-share {share}: allowed values are 0 to 1")
+    rng = random.Random(f"tls12-{seed}")
+    for s in sessions:
+        if uses_tls(s) and rng.random() < share:
+            s.params["tls_max"] = "1.2"
+
+
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
-            mtu: int = 1500) -> dict[str, object]:
+            mtu: int = 1500, tls12_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -269,6 +289,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     rng = random.Random(seed)
     run_id = out.name
     sessions = plan(kind, rng, duration, run_id)
+    cap_tls12(sessions, tls12_share, seed)
     lab = Lab(topo, rng, duration)
     try:
         topo.up()
@@ -289,6 +310,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "run": run_id, "plan": kind, "seed": seed, "duration_s": duration, "capture": "capture.pcap",
         "network": {"delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss, "rate_mbit": rate_mbit,
                     "mtu": mtu},
+        "tls12_share": tls12_share,
         "sessions": [s.describe() for s in sessions],
         "conversations": [as_dict(c) for c in lab.conversations],
     }
@@ -310,10 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-workdir", action="store_true", help="keep keys, configs and logs")
     ap.add_argument("--mtu", type=int, default=1500, help="MTU of every lab link")
     ap.add_argument("--net", type=int, default=77, help="second octet of the lab's 10.x addresses")
+    ap.add_argument("--tls12-share", type=float, default=0.0,
+                    help="share (0-1) of the TLS sessions whose server speaks TLS 1.2 at most")
     a = ap.parse_args(argv)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
-                         a.keep_workdir, a.mtu)
+                         a.keep_workdir, a.mtu, a.tls12_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

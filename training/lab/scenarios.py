@@ -173,6 +173,26 @@ def py(module: str, *args: object) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
+NGINX_TLS12_HOST = 249
+"""The outside host number of nginx's TLS 1.2 listener (its TLS 1.3 one is 250)."""
+
+
+def uses_tls(s: Session) -> bool:
+    """Whether the session's server speaks TLS (its own, stunnel's, socat's or nginx's)."""
+    if s.body in (https, long_download, reverse_ssh_stunnel):
+        return True
+    if s.body is reverse_shell:
+        return bool(s.params.get("tls", True))
+    return bool(s.params.get("tls"))
+
+
+def tls12(s: Session) -> bool:
+    """The session's TLS server agrees to TLS 1.2 at most (`run --tls12-share`): TLS 1.2's
+    handshake (the certificate in clear, one more round trip) and records (an explicit nonce,
+    29 bytes of overhead against 22) are what older pools, proxies and servers still speak."""
+    return s.params.get("tls_max") == "1.2"
+
+
 # -- servers ------------------------------------------------------------------------------------
 def start_sshd(lab: Lab, where: str, listen: str, port: int, name: str) -> None:
     cfg = lab.dir / "ssh" / f"sshd-{name}.conf"
@@ -200,7 +220,8 @@ def stunnel_pair(lab: Lab, s: Session, client: str, server: str, port: int) -> t
     cert, key = lab.cert(s)
     for where, name, lines in (
         ("out", "srv", [f"accept = {server}:{port}", f"connect = 127.0.0.1:{backend}",
-                        f"cert = {cert}", f"key = {key}"]),
+                        f"cert = {cert}", f"key = {key}",
+                        *(["sslVersionMax = TLSv1.2"] if tls12(s) else [])]),
         ("in", "cli", ["client = yes", f"accept = 127.0.0.1:{local}", f"connect = {server}:{port}",
                        f"local = {client}"]),
     ):
@@ -240,7 +261,7 @@ def mining(lab: Lab, s: Session) -> None:
               "--seed", p["seed"])
     if p["tls"] is True:
         cert, key = lab.cert(s)
-        pool += ["--tls", "--cert", cert, "--key", key]
+        pool += ["--tls", "--cert", cert, "--key", key, *(["--tls-max", "1.2"] if tls12(s) else [])]
     lab.topo.spawn("out", [str(a) for a in pool], f"{s.id}-pool")
     if not lab.sleep_until(s.start):
         return
@@ -337,7 +358,7 @@ def file_copy(lab: Lab, s: Session) -> None:
 def https(lab: Lab, s: Session) -> None:
     """curl against nginx: pages and downloads, some on one keep-alive connection."""
     client = lab.hosts()[0]
-    server = lab.topo.outside_ip(250)
+    server = lab.topo.outside_ip(NGINX_TLS12_HOST if tls12(s) else 250)
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, 443))
     t = s.start
     for sizes in s.params["fetches"]:  # type: ignore[attr-defined]
@@ -368,7 +389,8 @@ def app_pair(lab: Lab, s: Session) -> None:
         server_argv += ["--notify-interval", str(p["notify_s"])]
     if tls is True:
         cert, key = lab.cert(s)
-        server_argv += ["--tls", "--cert", str(cert), "--key", str(key)]
+        server_argv += ["--tls", "--cert", str(cert), "--key", str(key),
+                        *(["--tls-max", "1.2"] if tls12(s) else [])]
     lab.topo.spawn("out", server_argv, f"{s.id}-server")
     if not lab.sleep_until(s.start):
         return
@@ -467,6 +489,8 @@ def reverse_shell(lab: Lab, s: Session) -> None:
     if tls:
         cert, key = lab.cert(s)
         listen = f"OPENSSL-LISTEN:{port},bind={server},reuseaddr,cert={cert},key={key},verify=0"
+        if tls12(s):
+            listen += ",openssl-max-proto-version=TLS1.2"
         connect = f"OPENSSL:{server}:{port},bind={client},verify=0"
     else:
         listen = f"TCP-LISTEN:{port},bind={server},reuseaddr"
@@ -491,7 +515,7 @@ def reverse_wstunnel(lab: Lab, s: Session) -> None:
              "--expose", f"127.0.0.1:{fwd}")
     if p["tls"]:
         cert, key = lab.cert(s)
-        srv += ["--tls", "--cert", str(cert), "--key", str(key)]
+        srv += ["--tls", "--cert", str(cert), "--key", str(key), *(["--tls-max", "1.2"] if tls12(s) else [])]
     lab.topo.spawn("out", srv, f"{s.id}-server")
     if not lab.sleep_until(s.start):
         return
@@ -538,7 +562,7 @@ def ssh_transfer(lab: Lab, s: Session) -> None:
 def long_download(lab: Lab, s: Session) -> None:
     """A long, rate-limited HTTPS download (a long-lived flow that is benign)."""
     client = lab.hosts()[0]
-    server = lab.topo.outside_ip(250)
+    server = lab.topo.outside_ip(NGINX_TLS12_HOST if tls12(s) else 250)
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, 443))
     if not lab.sleep_until(s.start):
         return

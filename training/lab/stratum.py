@@ -53,7 +53,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from training.lab.options import add_config_options
+from training.lab.options import add_config_options, cap_tls
 
 DIALECTS = ("btc", "xmr", "eth")
 DEFAULT_DIFFICULTY = {"btc": 131072.0, "xmr": 100000.0, "eth": 4e9}
@@ -94,6 +94,7 @@ class PoolConfig:
     tls: bool = _opt(False, "serve TLS")
     cert: str | None = _opt(None, "PEM certificate (default with --tls: self-signed via openssl)")
     key: str | None = _opt(None, "PEM private key")
+    tls_max: str | None = _opt(None, "newest TLS version served: 1.2 or 1.3 (default: 1.3)")
     duration: float | None = _opt(None, "stop after N seconds (default: until SIGTERM)")
     seed: int | None = _opt(None, "random seed")
     verbose: bool = _opt(False, "log every message to stderr")
@@ -308,7 +309,7 @@ class StratumPool:
             else:
                 self._tmpdir = tempfile.mkdtemp(prefix="stratum-tls-")
                 cert, key = await asyncio.to_thread(make_self_signed_cert, self._tmpdir)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx = cap_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.cfg.tls_max)
             ctx.load_cert_chain(cert, key)
         host, port = split_hostport(self.cfg.listen)
         self._server = await asyncio.start_server(self._handle, host, port, ssl=ctx)

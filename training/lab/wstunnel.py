@@ -42,7 +42,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.exceptions import WebSocketException
 
-from training.lab.options import add_config_options
+from training.lab.options import add_config_options, cap_tls
 
 OPEN, DATA, CLOSE, PING, PONG = 1, 2, 3, 4, 5
 HEADER = struct.Struct("!IB")
@@ -63,6 +63,7 @@ class ServerConfig:
     tls: bool = _opt(False, "serve wss:// (needs --cert and --key)")
     cert: str | None = _opt(None, "PEM certificate for --tls")
     key: str | None = _opt(None, "PEM private key for --tls")
+    tls_max: str | None = _opt(None, "newest TLS version served: 1.2 or 1.3 (default: 1.3)")
     duration: float | None = _opt(None, "stop after N seconds (default: until SIGTERM)")
     verbose: bool = _opt(False, "log sessions and channels to stderr")
 
@@ -253,7 +254,7 @@ async def _server_main(cfg: ServerConfig, stats: TunnelStats) -> None:
     if cfg.tls:
         if not (cfg.cert and cfg.key):
             raise ValueError("--tls needs --cert and --key")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx = cap_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cfg.tls_max)
         ctx.load_cert_chain(cfg.cert, cfg.key)
     host, port = split_hostport(cfg.listen)
     tcp = await asyncio.start_server(on_tcp, *split_hostport(cfg.expose))

@@ -1,0 +1,108 @@
+"""The lab's TLS ceiling: `--tls-max 1.2` on its Python TLS servers, and `run --tls12-share`."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from training.lab.netns import LabError
+from training.lab.options import cap_tls
+from training.lab.run import cap_tls12, plan
+from training.lab.scenarios import tls12, uses_tls
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return str(crt), str(key)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def negotiated(port: int, timeout: float = 10.0) -> str | None:
+    """Connect with a client that offers TLS 1.2 and 1.3; the version the server picked."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                    ctx.wrap_socket(raw) as tls:
+                return tls.version()
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"no TLS server on port {port}")
+
+
+SERVERS = {  # lab program -> its argv, given a port and the certificate
+    "ws-server": lambda p, c: ["training.lab.apps", "ws-server", "--listen", f"127.0.0.1:{p}",
+                               "--tls", "--cert", c[0], "--key", c[1]],
+    "longpoll-server": lambda p, c: ["training.lab.apps", "longpoll-server", "--listen",
+                                     f"127.0.0.1:{p}", "--tls", "--cert", c[0], "--key", c[1]],
+    "stratum pool": lambda p, c: ["training.lab.stratum", "pool", "--listen", f"127.0.0.1:{p}",
+                                  "--tls", "--cert", c[0], "--key", c[1]],
+    "wstunnel server": lambda p, c: ["training.lab.wstunnel", "server", "--listen",
+                                     f"127.0.0.1:{p}", "--expose", f"127.0.0.1:{free_port()}",
+                                     "--tls", "--cert", c[0], "--key", c[1]],
+}
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+@pytest.mark.parametrize("tls_max", [None, "1.2"], ids=["default", "tls-max-1.2"])
+def test_servers_honour_tls_max(server: str, tls_max: str | None, cert: tuple[str, str]) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", *SERVERS[server](port, cert)]
+    if tls_max:
+        argv += ["--tls-max", tls_max]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert negotiated(port) == ("TLSv1.2" if tls_max else "TLSv1.3")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_cap_tls_names_the_allowed_values() -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    assert cap_tls(ctx, "1.2").maximum_version is ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ValueError, match="allowed values are 1.2, 1.3"):
+        cap_tls(ctx, "1.1")
+
+
+def test_tls12_share_marks_tls_sessions_of_every_label_and_nothing_else() -> None:
+    def marked(share: float, seed: int = 128) -> list[bool]:
+        sessions = plan("breadth", random.Random(seed), 600, "rx")
+        cap_tls12(sessions, share, seed)
+        assert not any(tls12(s) and not uses_tls(s) for s in sessions)
+        return [tls12(s) for s in sessions]
+
+    sessions = plan("breadth", random.Random(128), 600, "rx")
+    with_tls = [uses_tls(s) for s in sessions]
+    assert marked(0.0) == [False] * len(sessions)  # the runs behind shipped models are unchanged
+    assert marked(1.0) == with_tls
+    half = marked(0.5)
+    assert half == marked(0.5) and 0.25 < sum(half) / sum(with_tls) < 0.75
+    cap_tls12(sessions, 0.5, 128)
+    assert {s.label for s in sessions if tls12(s)} == {"stratum_mining", "reverse_tunnel", "benign"}
+    with pytest.raises(LabError, match="allowed values are 0 to 1"):
+        cap_tls12(sessions, 1.5, 128)
