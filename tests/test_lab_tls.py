@@ -1,13 +1,16 @@
-"""The lab's TLS ceiling: `--tls-max 1.2` on its Python TLS servers, and `run --tls12-share`."""
+"""The lab's TLS variety: `--tls-max 1.2` on its TLS servers, `run --tls12-share`, and the Go TLS
+relay (`training/lab/gotls`, `run --go-tls-share`)."""
 
 from __future__ import annotations
 
 import random
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,8 +18,8 @@ import pytest
 
 from training.lab.netns import LabError
 from training.lab.options import cap_tls
-from training.lab.run import cap_tls12, plan
-from training.lab.scenarios import tls12, uses_tls
+from training.lab.run import cap_tls12, plan, relay_go
+from training.lab.scenarios import build_gotls, tls12, uses_stunnel, uses_tls
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,3 +109,56 @@ def test_tls12_share_marks_tls_sessions_of_every_label_and_nothing_else() -> Non
     assert {s.label for s in sessions if tls12(s)} == {"stratum_mining", "reverse_tunnel", "benign"}
     with pytest.raises(LabError, match="allowed values are 0 to 1"):
         cap_tls12(sessions, 1.5, 128)
+
+
+@pytest.fixture(scope="module")
+def gotls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("go") is None:
+        pytest.skip("Go TLS relay test skipped: no `go` (scripts/bootstrap.sh installs golang-go as root)")
+    return build_gotls(tmp_path_factory.mktemp("gotls"))
+
+
+def echo_server() -> int:
+    """A loopback TCP server that answers each connection's bytes with the same bytes, upper-cased."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            conn, _ = srv.accept()
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data.upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+@pytest.mark.parametrize("tls_max", ["1.3", "1.2"])
+def test_go_relay_carries_a_stream_over_go_tls(gotls: Path, tls_max: str, cert: tuple[str, str]) -> None:
+    backend, tls_port, local = echo_server(), free_port(), free_port()
+    procs = [subprocess.Popen([str(gotls), "server", "-accept", f"127.0.0.1:{tls_port}", "-connect",
+                               f"127.0.0.1:{backend}", "-cert", cert[0], "-key", cert[1], "-max", tls_max]),
+             subprocess.Popen([str(gotls), "client", "-accept", f"127.0.0.1:{local}", "-connect",
+                               f"127.0.0.1:{tls_port}", "-local", "127.0.0.1"])]
+    try:
+        assert negotiated(tls_port) == f"TLSv{tls_max}"
+        with socket.create_connection(("127.0.0.1", local), timeout=5) as c:
+            c.sendall(b"mining.subscribe\n")
+            got = b""
+            while len(got) < 17:
+                got += c.recv(100)
+        assert got == b"MINING.SUBSCRIBE\n"
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(timeout=5) for p in procs] == [0, 0]
+
+
+def test_go_tls_share_marks_stunnel_sessions_only() -> None:
+    sessions = plan("breadth", random.Random(134), 600, "rx")
+    relay_go(sessions, 1.0, 134)
+    assert [s.params.get("tls_relay") == "go" for s in sessions] == [uses_stunnel(s) for s in sessions]
+    assert {s.label for s in sessions if uses_stunnel(s)} == {"stratum_mining", "reverse_tunnel", "benign"}
+    fresh = plan("breadth", random.Random(134), 600, "rx")
+    relay_go(fresh, 0.0, 134)
+    assert not any("tls_relay" in s.params for s in fresh)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from training.lab.netns import LabError, Topology, need_root
@@ -28,6 +29,7 @@ from training.lab.scenarios import (
     Session,
     app_pair,
     as_dict,
+    build_gotls,
     file_copy,
     https,
     interactive_ssh,
@@ -41,6 +43,7 @@ from training.lab.scenarios import (
     reverse_tunnel,
     reverse_wstunnel,
     ssh_transfer,
+    uses_stunnel,
     uses_tls,
 )
 
@@ -263,21 +266,33 @@ http {{
     lab.topo.spawn("out", ["nginx", "-c", str(conf), "-p", str(nginx)], "nginx")
 
 
-def cap_tls12(sessions: list[Session], share: float, seed: int) -> None:
-    """Mark about `share` of the sessions that use TLS (of every label alike) with
-    ``params["tls_max"] = "1.2"``: their servers then agree to TLS 1.2 at most. The draw has its
-    own random stream, so a plan with share 0 is the same as before the option existed."""
+def _mark(sessions: list[Session], share: float, option: str, select: Callable[[Session], bool],
+          param: str, value: str, seed: int) -> None:
+    """Set ``params[param] = value`` on about `share` of the selected sessions (of every label
+    alike). The draw has its own random stream, so share 0 leaves a plan as it was."""
     if not 0.0 <= share <= 1.0:
-        raise LabError(f"--tls12-share {share}: allowed values are 0 to 1")
-    rng = random.Random(f"tls12-{seed}")
+        raise LabError(f"{option} {share}: allowed values are 0 to 1")
+    rng = random.Random(f"{param}-{seed}")
     for s in sessions:
-        if uses_tls(s) and rng.random() < share:
-            s.params["tls_max"] = "1.2"
+        if select(s) and rng.random() < share:
+            s.params[param] = value
+
+
+def cap_tls12(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the TLS sessions get ``tls_max: "1.2"``: their servers agree to TLS 1.2
+    at most."""
+    _mark(sessions, share, "--tls12-share", uses_tls, "tls_max", "1.2", seed)
+
+
+def relay_go(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the sessions relayed by stunnel get ``tls_relay: "go"``: Go's crypto/tls
+    (training/lab/gotls) carries them instead of OpenSSL."""
+    _mark(sessions, share, "--go-tls-share", uses_stunnel, "tls_relay", "go", seed)
 
 
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
-            mtu: int = 1500, tls12_share: float = 0.0) -> dict[str, object]:
+            mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -290,10 +305,15 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     run_id = out.name
     sessions = plan(kind, rng, duration, run_id)
     cap_tls12(sessions, tls12_share, seed)
+    relay_go(sessions, go_tls_share, seed)
     lab = Lab(topo, rng, duration)
     try:
         topo.up()
         prepare(lab)
+        if any(s.params.get("tls_relay") == "go" for s in sessions):
+            if shutil.which("go") is None:
+                raise LabError("--go-tls-share needs Go (apt-get install golang-go)")
+            build_gotls(lab.dir)
         capture = out / "capture.pcap"
         topo.spawn("rt", ["tcpdump", "-i", "veth1", "-s", "0", "-n", "-U", "-w", str(capture)], "tcpdump")
         time.sleep(1.0)
@@ -311,6 +331,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "network": {"delay_ms": delay, "jitter_ms": jitter, "loss_pct": loss, "rate_mbit": rate_mbit,
                     "mtu": mtu},
         "tls12_share": tls12_share,
+        "go_tls_share": go_tls_share,
         "sessions": [s.describe() for s in sessions],
         "conversations": [as_dict(c) for c in lab.conversations],
     }
@@ -334,10 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--net", type=int, default=77, help="second octet of the lab's 10.x addresses")
     ap.add_argument("--tls12-share", type=float, default=0.0,
                     help="share (0-1) of the TLS sessions whose server speaks TLS 1.2 at most")
+    ap.add_argument("--go-tls-share", type=float, default=0.0,
+                    help="share (0-1) of the stunnel-relayed sessions relayed by Go's crypto/tls")
     a = ap.parse_args(argv)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
-                         a.keep_workdir, a.mtu, a.tls12_share)
+                         a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -186,6 +186,24 @@ def uses_tls(s: Session) -> bool:
     return bool(s.params.get("tls"))
 
 
+def uses_stunnel(s: Session) -> bool:
+    """Whether the session carries a cleartext app in a TLS relay (`stunnel_pair`)."""
+    return s.body is reverse_ssh_stunnel or s.params.get("tls") == "stunnel"
+
+
+GOTLS_SOURCE = Path(__file__).with_name("gotls") / "main.go"
+
+
+def build_gotls(where: Path) -> Path:
+    """Compile the Go TLS relay (training/lab/gotls, Go's standard library only) into `where`
+    (the lab's working directory); Go's build cache makes a second build quick."""
+    out = where / "gotls"
+    if not out.exists():
+        subprocess.run(["go", "build", "-o", str(out), str(GOTLS_SOURCE)], check=True,
+                       capture_output=True, cwd=GOTLS_SOURCE.parent)
+    return out
+
+
 def tls12(s: Session) -> bool:
     """The session's TLS server agrees to TLS 1.2 at most (`run --tls12-share`): TLS 1.2's
     handshake (the certificate in clear, one more round trip) and records (an explicit nonce,
@@ -209,7 +227,8 @@ def start_sshd(lab: Lab, where: str, listen: str, port: int, name: str) -> None:
 
 
 def stunnel_pair(lab: Lab, s: Session, client: str, server: str, port: int) -> tuple[int, int]:
-    """TLS by OpenSSH's neighbour OpenSSL (stunnel) on both ends, for apps that speak cleartext.
+    """TLS by OpenSSH's neighbour OpenSSL (stunnel) on both ends, for apps that speak cleartext;
+    by Go's crypto/tls (training/lab/gotls) instead when the session's ``tls_relay`` is "go".
 
     The app's client talks plain TCP to a stunnel client on the inside host's loopback; stunnel
     connects from the session's inside address to a stunnel server outside, which hands the plain
@@ -218,6 +237,15 @@ def stunnel_pair(lab: Lab, s: Session, client: str, server: str, port: int) -> t
     """
     local, backend = lab.forward_port(), lab.forward_port()
     cert, key = lab.cert(s)
+    if s.params.get("tls_relay") == "go":
+        gotls = str(build_gotls(lab.dir))
+        lab.topo.spawn("out", [gotls, "server", "-accept", f"{server}:{port}", "-connect",
+                               f"127.0.0.1:{backend}", "-cert", str(cert), "-key", str(key),
+                               "-max", "1.2" if tls12(s) else "1.3"], f"{s.id}-gotls-srv")
+        lab.topo.spawn("in", [gotls, "client", "-accept", f"127.0.0.1:{local}", "-connect",
+                              f"{server}:{port}", "-local", client], f"{s.id}-gotls-cli")
+        time.sleep(0.3)
+        return local, backend
     for where, name, lines in (
         ("out", "srv", [f"accept = {server}:{port}", f"connect = 127.0.0.1:{backend}",
                         f"cert = {cert}", f"key = {key}",
