@@ -1,5 +1,7 @@
 """Command-line options made from a lab program's config dataclass: one `--field-name` per field,
-with the field's default and its `help` metadata, so the defaults live in one place."""
+with the field's default and its `help` metadata, so the defaults live in one place.
+Also the lab servers' shared ``--tls-max`` (the newest TLS version a server agrees to).
+"""
 
 from __future__ import annotations
 
