@@ -130,3 +130,29 @@ def test_the_push_plan_adds_push_channels_with_their_own_timings() -> None:
     assert sum(s.label == "stratum_mining" for s in push) == 15
     for kind in ("train", "breadth", "lan", "shells"):
         assert not any(s.scenario.startswith("push-") for s in plan(kind, random.Random(1), 600, "rx"))
+
+
+def test_heldout_scores_sessions_by_tls_variant(smoke_run: Path, tmp_path: Path) -> None:
+    """training.heldout: every session counted once per view under its class and variant."""
+    import shutil
+
+    from flowguard.model import default_model_dir
+    from training.heldout import score
+
+    run = tmp_path / "smoke"
+    run.mkdir()
+    shutil.copy(smoke_run / "capture.pcap", run / "capture.pcap")
+    labels = json.loads((smoke_run / "labels.json").read_text())
+    marked = next(s for s in labels["sessions"] if s["label"] == "stratum_mining")
+    marked["params"]["tls_relay"] = "go"  # regrouped only: the capture is the same
+    (run / "labels.json").write_text(json.dumps(labels))
+    report = score(default_model_dir(), [run])
+    assert set(report) == {"stratum_mining", "reverse_tunnel", "benign"}
+    assert report["stratum_mining"]["go"]["full"]["sessions"] == 1
+    full = {c: sum(v["full"]["sessions"] for v in report[c].values()) for c in report}
+    assert full == Counter(s["label"] for s in labels["sessions"])
+    mining_found = sum(v["full"]["flagged"] for v in report["stratum_mining"].values())
+    assert mining_found >= 1 and report["benign"]["default"]["full"]["flagged"] == 0
+    for views in (v for c in report.values() for v in c.values()):
+        assert set(views) <= {"full", "first_20_packets", "live_windows"}
+        assert all(0 <= x["flagged"] <= x["sessions"] for x in views.values())

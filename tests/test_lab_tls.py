@@ -162,3 +162,12 @@ def test_go_tls_share_marks_stunnel_sessions_only() -> None:
     fresh = plan("breadth", random.Random(134), 600, "rx")
     relay_go(fresh, 0.0, 134)
     assert not any("tls_relay" in s.params for s in fresh)
+
+
+def test_heldout_variant_names() -> None:
+    from training.heldout import variant
+
+    assert variant({}) == "default"
+    assert variant({"tls_max": "1.2"}) == "tls1.2"
+    assert variant({"tls_relay": "go"}) == "go"
+    assert variant({"tls_relay": "go", "tls_max": "1.2"}) == "go+tls1.2"

@@ -1,0 +1,89 @@
+"""Score a model on lab runs it was not trained on, by each session's TLS variant.
+
+    python -m training.heldout --model models/2026.11.23.14 training/data/held/r33 training/data/held/r34
+
+Runs made with `training.lab.run --tls12-share` or `--go-tls-share` record each session's variant in
+labels.json (`tls_max`, `tls_relay`). For each class and variant this reports how many sessions the
+model flags (malicious: as their class; benign: as anything) in the whole capture, in the first 20
+packets of each connection and in live windows, with the model's own thresholds: the measure behind
+the TLS 1.2 and Go TLS figures of the model card's known limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowguard.capture import CaptureOptions
+from flowguard.model import CLASSES, FlowClassifier
+from training import train
+from training.dataset import LIVE_VIEWS, Table, build
+
+VIEWS = {"full": ("full",), "first_20_packets": ("pkt20",), "live_windows": tuple(LIVE_VIEWS)}
+
+
+def variant(params: dict[str, Any]) -> str:
+    """A session's TLS variant: "go", "tls1.2", "go+tls1.2" or "default" (the lab's usual stacks,
+    cleartext sessions included)."""
+    parts = ["go" if params.get("tls_relay") == "go" else "",
+             "tls1.2" if params.get("tls_max") == "1.2" else ""]
+    return "+".join(p for p in parts if p) or "default"
+
+
+def predictions(model_dir: Path, table: Table) -> np.ndarray:
+    """Each row's verdict by the model's booster for its kind, with the model's thresholds."""
+    offline, live = FlowClassifier.load(model_dir), FlowClassifier.load(model_dir, live=True)
+    proba = np.zeros((len(table.y), len(CLASSES)))
+    for kind, clf in (("offline", offline), ("live", live)):
+        rows = train.scored_on(table, kind)
+        proba[rows] = clf.predict_proba(table.X[rows])
+    opening = live.metadata.opening_thresholds
+    thresholds = {"offline": offline.metadata.thresholds, "live": live.metadata.thresholds,
+                  **({"opening": opening} if opening is not None else {})}
+    return train.decide_all(proba, thresholds, table)
+
+
+def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = None) -> dict[str, Any]:
+    """{class: {variant: {view: {"sessions": n, "flagged": k}}}} over the runs' sessions."""
+    table = build(runs, None, options or CaptureOptions())
+    pred = predictions(model_dir, table)
+    variants = {s["id"]: variant(s.get("params", {})) for run in runs
+                for s in json.loads((run / "labels.json").read_text())["sessions"]}
+    groups, views = np.array(table.groups), np.array(table.views)
+    out: dict[str, Any] = defaultdict(lambda: defaultdict(dict))
+    for view, names in VIEWS.items():
+        in_view = np.isin(views, names)
+        counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for sid in np.unique(groups[in_view]):
+            rows = in_view & (groups == sid)
+            cls = int(table.y[rows].max())
+            flagged = (pred[rows] == cls).any() if cls else (pred[rows] != 0).any()
+            c = counts[(CLASSES[cls], variants.get(str(sid), "default"))]
+            c[0] += 1
+            c[1] += int(flagged)
+        for (cls_name, var), (n, k) in sorted(counts.items()):
+            out[cls_name][var][view] = {"sessions": n, "flagged": k}
+    return json.loads(json.dumps(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.heldout", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True, help="model directory (models/<version>)")
+    ap.add_argument("runs", type=Path, nargs="+", help="lab run directories (capture.pcap, labels.json)")
+    a = ap.parse_args(argv)
+    missing = [str(r) for r in a.runs if not (r / "labels.json").is_file()]
+    if missing:
+        print(f"heldout: not lab runs (no labels.json): {', '.join(missing)}", file=sys.stderr)
+        return 2
+    print(json.dumps(score(a.model, a.runs), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
