@@ -315,14 +315,19 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
     return "\n".join(lines)
 
 
+def model_thresholds(model_dir: Path) -> train.Thresholds:
+    """The thresholds a model ships with, by kind (offline, live, and live openings if any)."""
+    live = FlowClassifier.load(model_dir, live=True, lazy=True).metadata  # its thresholds only
+    return {"offline": FlowClassifier.load(model_dir, lazy=True).metadata.thresholds,
+            "live": live.thresholds, **({"opening": live.opening_thresholds}
+                                        if live.opening_thresholds is not None else {})}
+
+
 def run(table: Table, model_dir: Path, folds: int = 5, seed: int = 7,
         proba: np.ndarray | None = None) -> dict[str, Any]:
     """Evaluate the model in model_dir on table; `proba`: out-of-fold scores already computed
     with the same folds and seed (training passes its own)."""
-    live = FlowClassifier.load(model_dir, live=True, lazy=True).metadata  # its thresholds only
-    thresholds = {"offline": FlowClassifier.load(model_dir, lazy=True).metadata.thresholds,
-                  "live": live.thresholds, **({"opening": live.opening_thresholds}
-                                              if live.opening_thresholds is not None else {})}
+    thresholds = model_thresholds(model_dir)
     if proba is None:
         proba = train.out_of_fold(table, folds, seed)
     report = train.metrics(table, train.decide_all(proba, thresholds, table))

@@ -24,6 +24,7 @@ from flowguard.capture import CaptureOptions
 from flowguard.model import CLASSES, FlowClassifier
 from training import train
 from training.dataset import LIVE_VIEWS, Table, build
+from training.evaluate import model_thresholds
 
 VIEWS = {"full": ("full",), "first_20_packets": ("pkt20",), "live_windows": tuple(LIVE_VIEWS)}
 
@@ -38,15 +39,11 @@ def variant(params: dict[str, Any]) -> str:
 
 def predictions(model_dir: Path, table: Table) -> np.ndarray:
     """Each row's verdict by the model's booster for its kind, with the model's thresholds."""
-    offline, live = FlowClassifier.load(model_dir), FlowClassifier.load(model_dir, live=True)
     proba = np.zeros((len(table.y), len(CLASSES)))
-    for kind, clf in (("offline", offline), ("live", live)):
+    for kind in train.KINDS:
         rows = train.scored_on(table, kind)
-        proba[rows] = clf.predict_proba(table.X[rows])
-    opening = live.metadata.opening_thresholds
-    thresholds = {"offline": offline.metadata.thresholds, "live": live.metadata.thresholds,
-                  **({"opening": opening} if opening is not None else {})}
-    return train.decide_all(proba, thresholds, table)
+        proba[rows] = FlowClassifier.load(model_dir, live=kind == "live").predict_proba(table.X[rows])
+    return train.decide_all(proba, model_thresholds(model_dir), table)
 
 
 def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = None) -> dict[str, Any]:
@@ -56,7 +53,7 @@ def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = No
     variants = {s["id"]: variant(s.get("params", {})) for run in runs
                 for s in json.loads((run / "labels.json").read_text())["sessions"]}
     groups, views = np.array(table.groups), np.array(table.views)
-    out: dict[str, Any] = defaultdict(lambda: defaultdict(dict))
+    out: dict[str, Any] = {}
     for view, names in VIEWS.items():
         in_view = np.isin(views, names)
         counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -68,8 +65,8 @@ def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = No
             c[0] += 1
             c[1] += int(flagged)
         for (cls_name, var), (n, k) in sorted(counts.items()):
-            out[cls_name][var][view] = {"sessions": n, "flagged": k}
-    return json.loads(json.dumps(out))
+            out.setdefault(cls_name, {}).setdefault(var, {})[view] = {"sessions": n, "flagged": k}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
