@@ -1,12 +1,13 @@
-"""Score a model on lab runs it was not trained on, by each session's TLS variant.
+"""Score a model on lab runs it was not trained on, by each session's variant (TLS stack, miner).
 
     python -m training.heldout --model models/2026.11.23.14 training/data/held/r33 training/data/held/r34
 
-Runs made with `training.lab.run --tls12-share` or `--go-tls-share` record each session's variant in
-labels.json (`tls_max`, `tls_relay`). For each class and variant this reports how many sessions the
-model flags (malicious: as their class; benign: as anything) in the whole capture, in the first 20
-packets of each connection and in live windows, with the model's own thresholds: the measure behind
-the TLS 1.2 and Go TLS figures of the model card's known limits.
+Runs made with `training.lab.run --tls12-share`, `--go-tls-share` or `--xmrig-share` record each
+session's variant in labels.json (`tls_max`, `tls_relay`, `miner`). For each class and variant this
+reports how many sessions the model flags (malicious: as their class; benign: as anything) in the
+whole capture, in the first 20 packets of each connection and in live windows, with the model's own
+thresholds: the measure behind the TLS 1.2, Go TLS and XMRig figures of the model card's known
+limits.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ VIEWS = {"full": ("full",), "first_20_packets": ("pkt20",), "live_windows": tupl
 
 
 def variant(params: dict[str, Any]) -> str:
-    """A session's TLS variant: "go", "tls1.2", "go+tls1.2" or "default" (the lab's usual stacks,
+    """A session's variant: "xmrig" (a real miner, not our emulator), "go", "tls1.2", joined by "+"
+    where several hold ("go+tls1.2"), or "default" (the lab's usual programs and TLS stacks,
     cleartext sessions included)."""
-    parts = ["go" if params.get("tls_relay") == "go" else "",
+    parts = ["xmrig" if params.get("miner") == "xmrig" else "",
+             "go" if params.get("tls_relay") == "go" else "",
              "tls1.2" if params.get("tls_max") == "1.2" else ""]
     return "+".join(p for p in parts if p) or "default"
 

@@ -75,6 +75,11 @@ class Topology:
     def outside_ip(self, host: int) -> str:
         return f"10.{self.net}.3.{host}"
 
+    @property
+    def gateway_in(self) -> str:
+        """The router's address on the inside link (the inside hosts' default route)."""
+        return f"10.{self.net}.1.1"
+
     # -- building -------------------------------------------------------------------------------
     def up(self, inside_hosts: int = 240, outside_hosts: int = 250) -> None:
         n, ns = self.net, self.ns
@@ -97,8 +102,8 @@ class Topology:
         # several inside hosts share the namespace, each its own address
         self.batch("in", [f"addr add {self.inside_ip(h)}/32 dev veth0"
                           for h in range(10, 10 + inside_hosts)])
-        self.run("in", "ip", "route", "add", "default", "via", f"10.{n}.1.1")
-        self.run("rt", "ip", "addr", "add", f"10.{n}.1.1/24", "dev", "veth0")
+        self.run("in", "ip", "route", "add", "default", "via", self.gateway_in)
+        self.run("rt", "ip", "addr", "add", f"{self.gateway_in}/24", "dev", "veth0")
         self.run("rt", "ip", "addr", "add", f"10.{n}.2.1/24", "dev", "veth1")
         self.run("rt", "ip", "route", "add", f"10.{n}.3.0/24", "via", f"10.{n}.2.2")
         self.run("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -163,13 +168,16 @@ class Topology:
         if proc.returncode != 0:
             raise LabError(f"ip -batch in {self.ns[where]}: {proc.stderr.strip()}")
 
-    def spawn(self, where: str, argv: list[str], name: str, env: dict[str, str] | None = None
-              ) -> subprocess.Popen[bytes]:
+    def spawn(self, where: str, argv: list[str], name: str, env: dict[str, str] | None = None,
+              cgroup: Path | None = None) -> subprocess.Popen[bytes]:
+        """Run `argv` in namespace `where`, logging to logs/<name>.log; in `cgroup` (its
+        cgroup.procs file) if given: joined before `ip netns exec` hides the host's /sys."""
         log = (self.workdir / "logs").joinpath(f"{name}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
+        join = ["sh", "-c", f'echo $$ > {cgroup} && exec "$@"', "sh"] if cgroup else []
         with log.open("ab") as fh:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns[where], *argv],
+                [*join, "ip", "netns", "exec", self.ns[where], *argv],
                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
                 env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
                 start_new_session=True,

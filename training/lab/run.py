@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from training.lab import xmrig
 from training.lab.netns import LabError, Topology, need_root
 from training.lab.scenarios import (
     NGINX_TLS12_HOST,
@@ -290,9 +291,21 @@ def relay_go(sessions: list[Session], share: float, seed: int) -> None:
     _mark(sessions, share, "--go-tls-share", uses_stunnel, "tls_relay", "go", seed)
 
 
+def xmrig_mining(s: Session) -> bool:
+    """A Monero-style mining session that XMRig can take over: one miner on its own inside host."""
+    return s.body is mining and s.params.get("dialect") == "xmr" and "inside_host" not in s.params
+
+
+def mine_xmrig(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the Monero-style mining sessions get ``miner: "xmrig"``: XMRig, a real
+    miner (training/lab/xmrig.py), mines in them instead of our emulator."""
+    _mark(sessions, share, "--xmrig-share", xmrig_mining, "miner", "xmrig", seed)
+
+
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
-            mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0) -> dict[str, object]:
+            mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
+            xmrig_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -306,7 +319,12 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     sessions = plan(kind, rng, duration, run_id)
     cap_tls12(sessions, tls12_share, seed)
     relay_go(sessions, go_tls_share, seed)
+    mine_xmrig(sessions, xmrig_share, seed)
+    if any(s.params.get("miner") == "xmrig" for s in sessions) and not xmrig.available():
+        raise LabError(f"--xmrig-share: {xmrig.MISSING}")
     lab = Lab(topo, rng, duration)
+    if any(s.params.get("miner") == "xmrig" for s in sessions):
+        lab.xmrig_cgroup = xmrig.cpu_cap(f"flowguard-lab-{net}-xmrig")
     try:
         topo.up()
         prepare(lab)
@@ -324,6 +342,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         time.sleep(duration)
     finally:
         topo.down()
+        if lab.xmrig_cgroup is not None:
+            xmrig.release(lab.xmrig_cgroup)
         if not keep_workdir:
             shutil.rmtree(work, ignore_errors=True)
     labels = {
@@ -332,6 +352,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
                     "mtu": mtu},
         "tls12_share": tls12_share,
         "go_tls_share": go_tls_share,
+        "xmrig_share": xmrig_share,
+        **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() for s in sessions],
         "conversations": [as_dict(c) for c in lab.conversations],
     }
@@ -357,10 +379,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="share (0-1) of the TLS sessions whose server speaks TLS 1.2 at most")
     ap.add_argument("--go-tls-share", type=float, default=0.0,
                     help="share (0-1) of the stunnel-relayed sessions relayed by Go's crypto/tls")
+    ap.add_argument("--xmrig-share", type=float, default=0.0,
+                    help="share (0-1) of the Monero-style mining sessions mined by XMRig")
     a = ap.parse_args(argv)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
-                         a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share)
+                         a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from training.lab import xmrig
 from training.lab.netns import Topology
 
 SSH_OPTS = [
@@ -49,6 +50,7 @@ class Lab:
     duration: float
     t0: float = 0.0
     conversations: list[Conversation] = field(default_factory=list)
+    xmrig_cgroup: Path | None = None  # where the run's XMRig processes share their CPU cap
     _next_in: int = 10
     _next_out: int = 1
     _next_fwd: int = 20000
@@ -275,7 +277,8 @@ def typist(lab: Lab, duration: float, seed: int, cmd: list[str]) -> list[str]:
 
 # -- mining ---------------------------------------------------------------------------------------
 def mining(lab: Lab, s: Session) -> None:
-    """A stratum pool outside and a miner inside. tls: False, True (Python ssl) or "stunnel"."""
+    """A stratum pool outside and a miner inside. tls: False, True (Python ssl) or "stunnel";
+    miner: our emulator, or XMRig (``miner: "xmrig"``, xmr dialect: training/lab/xmrig.py)."""
     client, server = lab.hosts(s.params.get("inside_host"))
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
@@ -287,11 +290,21 @@ def mining(lab: Lab, s: Session) -> None:
     pool = py("training.lab.stratum", "pool", "--listen", listen, "--dialect",
               p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"],
               "--seed", p["seed"])
+    if p.get("miner") == "xmrig":
+        pool += ["--difficulty", xmrig.pool_difficulty(random.Random(p["seed"]))]
     if p["tls"] is True:
         cert, key = lab.cert(s)
         pool += ["--tls", "--cert", cert, "--key", key, *(["--tls-max", "1.2"] if tls12(s) else [])]
     lab.topo.spawn("out", [str(a) for a in pool], f"{s.id}-pool")
     if not lab.sleep_until(s.start):
+        return
+    if p.get("miner") == "xmrig":
+        if bind:  # XMRig cannot bind: a host route gives its connection the session's address
+            lab.topo.run("in", "ip", "route", "add", f"{server}/32", "via", lab.topo.gateway_in,
+                         "src", client)
+        log = lab.dir / "logs" / f"{s.id}-xmrig.log"
+        lab.topo.spawn("in", xmrig.argv(connect, lab.remaining() - 4, int(p["seed"]), p["tls"] is True,
+                                        log), f"{s.id}-xmrig", cgroup=lab.xmrig_cgroup)
         return
     miner = py("training.lab.stratum", "miner", "--connect", connect, "--dialect",
                p["dialect"], "--hashrate", p["hashrate"], *bind,

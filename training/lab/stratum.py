@@ -490,7 +490,7 @@ def _worker(rng: random.Random) -> str:
     return rng.choice(("rig", "worker", "gpu", "node", "box", "")) + str(rng.randint(0, 999))
 
 
-def _default_user(dialect: str, rng: random.Random) -> str:
+def default_user(dialect: str, rng: random.Random) -> str:
     """A wallet or account of one of the forms pools accept (lengths vary, as in the wild)."""
     form = rng.random()
     if dialect == "btc":
@@ -703,7 +703,7 @@ async def run_miner(cfg: MinerConfig, stop: asyncio.Event | None = None) -> Mine
     cfg = dataclasses.replace(
         cfg, agent=cfg.agent or _default_agent(cfg.dialect, rng),
         password=cfg.password if cfg.password is not None else rng.choice(("x", "x", _worker(rng), "")))
-    user = cfg.user or _default_user(cfg.dialect, rng)
+    user = cfg.user or default_user(cfg.dialect, rng)
     stats = MinerStats()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.duration
