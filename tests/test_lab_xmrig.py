@@ -40,6 +40,7 @@ def test_the_share_marks_only_monero_miners_on_their_own_host() -> None:
     mine_xmrig(marked, 1.0, seed=3)
     chosen = [s for s in marked if s.params.get("miner") == "xmrig"]
     assert chosen and all(s.body is mining and s.params["dialect"] == "xmr" for s in chosen)
+    assert all(s.scenario.startswith("mining-xmrig-") for s in chosen)
     assert len(chosen) == sum(xmrig_mining(s) for s in marked)
     # share 0 leaves the plan as it was; a share outside 0-1 names the option and its range
     plain, untouched = sessions(), sessions()

@@ -35,6 +35,7 @@ HELD_OUT: dict[str, tuple[str, Selector]] = {
     "mining-port-443": ("stratum_mining", lambda s, p: s.startswith("mining") and p == 443),
     "mining-btc": ("stratum_mining", lambda s, p: s.startswith("mining-btc")),
     "mining-xmr": ("stratum_mining", lambda s, p: s.startswith("mining-xmr")),
+    "mining-xmrig": ("stratum_mining", lambda s, p: s.startswith("mining-xmrig")),
     "mining-eth": ("stratum_mining", lambda s, p: s.startswith("mining-eth")),
     "mining-nat": ("stratum_mining", lambda s, p: s.startswith("mining") and s.endswith("-nat")),
     "tunnel-port-443": ("reverse_tunnel", lambda s, p: s.startswith("reverse") and p == 443),

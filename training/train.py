@@ -556,6 +556,11 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print(f"train: no lab runs under {a.runs}", file=sys.stderr)
             return 1
+        busy = [r.name for r in runs
+                if json.loads((r / "labels.json").read_text()).get("host_load", {}).get("overloaded")]
+        if busy:
+            print(f"train: warning: runs made on an overloaded machine (labels.json host_load), "
+                  f"their timings suspect: {', '.join(busy)}", file=sys.stderr)
         table = build(runs, a.corpus if a.corpus.is_dir() else None, options)
         if a.table:
             table.save(a.table)
