@@ -17,6 +17,7 @@ from training.lab import xmrig
 from training.lab.netns import LabError, need_root
 from training.lab.run import mine_xmrig, plan, xmrig_mining
 from training.lab.scenarios import mining
+from training.lab.stratum import XMRIG_ALGOS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,6 +98,10 @@ def test_xmrig_mines_against_our_pool(tls: bool, tmp_path: Path, cert) -> None:
     mined = log.read_text()
     logins = re.findall(r'"method":"login".*"agent":"(XMRig/6\.16\.0[^"]*)"', transcript)
     assert logins, transcript[-2000:]
+    # our emulator, when it says it is XMRig, offers the algorithms the real one does
+    login = json.loads(next(line.split(" < ", 1)[1] for line in transcript.splitlines()
+                            if '"method":"login"' in line))
+    assert login["params"]["algo"] == XMRIG_ALGOS
     assert re.search(r'"method":"submit".*"algo":"rx/0"', transcript), mined[-2000:]
     assert "accepted (1/0)" in mined, mined[-2000:]
     if tls:

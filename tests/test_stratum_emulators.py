@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import select
 import signal
 import socket
@@ -233,3 +234,15 @@ def test_cli_sigterm_exits_cleanly() -> None:
     assert miner.returncode == 0 and miner_err == ""
     assert pool.returncode == 0
     assert "mining.authorize" in pool_err and "mining.submit" in pool_err
+
+
+def test_xmr_logins_offer_what_their_miner_offers() -> None:
+    from training.lab.stratum import XMR_ALGOS, XMRIG_ALGOS, xmr_login
+
+    logins = [xmr_login("4w", "x", "XMRig/6.16.0 (Linux x86_64)", random.Random(i)) for i in range(40)]
+    assert all("rx/0" in x["algo"] and set(x["algo"]) <= set(XMRIG_ALGOS) for x in logins)
+    assert any(x["algo"] == XMRIG_ALGOS for x in logins)  # a build with every family
+    assert any(len(x["algo"]) < len(XMRIG_ALGOS) for x in logins)
+    assert {("rigid" in x) for x in logins} == {True, False}  # a rig id only when one is set
+    other = xmr_login("4w", "x", "SRBMiner-MULTI/2.4.1", random.Random(1))
+    assert set(other["algo"]) <= set(XMR_ALGOS) and other["rigid"] == ""

@@ -58,7 +58,13 @@ from training.lab.options import add_config_options, cap_tls
 DIALECTS = ("btc", "xmr", "eth")
 DEFAULT_DIFFICULTY = {"btc": 131072.0, "xmr": 100000.0, "eth": 4e9}
 DEFAULT_HASHRATE = {"btc": 1.1e14, "xmr": 8000.0, "eth": 1e8}  # ASIC, CPU, GPU
+XMRIG_ALGOS = [  # as XMRig 6.16.0 lists them in its login (seen on the wire, training/lab/xmrig.py)
+    "cn/0", "cn/1", "cn/2", "cn/r", "cn/fast", "cn/half", "cn/xao", "cn/rto", "cn/rwz", "cn/zls",
+    "cn/double", "cn/ccx", "cn-lite/0", "cn-lite/1", "cn-heavy/0", "cn-heavy/tube", "cn-heavy/xhv",
+    "cn-pico", "cn-pico/tlo", "cn/upx2", "rx/0", "rx/wow", "rx/arq", "rx/graft", "rx/sfx", "rx/keva",
+    "argon2/chukwa", "argon2/chukwav2", "argon2/ninja", "astrobwt", "ghostrider"]
 XMR_ALGOS = ["rx/0", "cn/r", "cn/2", "cn-lite/1", "cn-heavy/0", "rx/wow", "argon2/chukwav2"]
+"""What other Monero miners (xmr-stak-rx, SRBMiner) offer: a short list, per build."""
 XMR_EXTENSIONS = ["algo", "nicehash", "connect", "tls", "keepalive"]
 SUBMIT_METHODS = ("mining.submit", "submit", "eth_submitWork")
 VERSION_MASK = "1fffe000"
@@ -524,6 +530,21 @@ def _default_agent(dialect: str, rng: random.Random) -> str:
     return f"ethminer/0.{rng.randint(15, 19)}.{rng.randint(0, 2)}"
 
 
+def xmr_login(user: str, password: str, agent: str, rng: random.Random) -> JSON:
+    """A Monero-style login's params as the miner named by `agent` sends them. XMRig lists every
+    algorithm its build has (31 in 6.16, some families left out of some builds) and names a rig
+    only when told one; the others offer a few algorithms and an empty rig id."""
+    if agent.startswith("XMRig"):
+        dropped = {f for f in ("cn-heavy", "argon2", "astrobwt", "ghostrider") if rng.random() < 0.2}
+        algos = [a for a in XMRIG_ALGOS if a.split("/")[0] not in dropped]
+        login: JSON = {"login": user, "pass": password, "agent": agent, "algo": algos}
+        if rng.random() < 0.3:
+            login["rigid"] = _worker(rng)
+        return login
+    algos = [a for a in XMR_ALGOS if a == "rx/0" or rng.random() < 0.7]  # per build
+    return {"login": user, "pass": password, "agent": agent, "algo": algos, "rigid": ""}
+
+
 class _MinerSession:
     """One TCP connection's worth of mining: handshake, then shares and keepalives."""
 
@@ -590,9 +611,7 @@ class _MinerSession:
             self.en2_size = int(sub[2])
             await self._call("mining.authorize", [self.user, cfg.password])
         elif cfg.dialect == "xmr":
-            algos = [a for a in XMR_ALGOS if a == "rx/0" or rng.random() < 0.7]  # per build
-            res = await self._call("login", {"login": self.user, "pass": cfg.password,
-                                             "agent": cfg.agent, "algo": algos, "rigid": ""})
+            res = await self._call("login", xmr_login(self.user, cfg.password, cfg.agent, rng))
             self.login_id = res["id"]
             self._set_job(res["job"])
         else:
