@@ -16,3 +16,25 @@ def test_a_run_records_the_load_and_flags_an_overloaded_machine(monkeypatch: pyt
     monkeypatch.setattr(run.os, "getloadavg", lambda: (45.0, 0, 0))
     busy = run.watch_load(0.02, every=0.01)
     assert busy == {"cpus": 2, "load1_mean": 45.0, "load1_max": 45.0, "overloaded": True}
+
+
+def test_vardiff_share_gives_mining_pools_a_share_interval() -> None:
+    import random
+
+    from training.lab.netns import LabError
+    from training.lab.scenarios import mining, mining_nat, vardiff
+
+    def sessions() -> list:
+        return run.plan("breadth", random.Random(4), 600.0, "t")
+
+    marked, plain = sessions(), sessions()
+    run.retarget_pools(marked, 1.0, seed=4)
+    pools = [s for s in marked if s.body in (mining, mining_nat)]
+    assert pools and all(10 <= s.params["target_share_s"] <= 60 for s in pools)
+    assert all("target_share_s" not in s.params for s in marked if s not in pools)
+    assert vardiff(pools[0]) == ["--target-share-s", str(pools[0].params["target_share_s"])]
+    untouched = sessions()
+    run.retarget_pools(untouched, 0.0, seed=4)
+    assert [s.params for s in untouched] == [s.params for s in plain] and vardiff(untouched[0]) == []
+    with pytest.raises(LabError, match="--vardiff-share -1: allowed values are 0 to 1"):
+        run.retarget_pools(sessions(), -1, seed=4)

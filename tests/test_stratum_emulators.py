@@ -246,3 +246,29 @@ def test_xmr_logins_offer_what_their_miner_offers() -> None:
     assert {("rigid" in x) for x in logins} == {True, False}  # a rig id only when one is set
     other = xmr_login("4w", "x", "SRBMiner-MULTI/2.4.1", random.Random(1))
     assert set(other["algo"]) <= set(XMR_ALGOS) and other["rigid"] == ""
+
+
+@pytest.mark.parametrize("dialect", ["btc", "xmr"])
+def test_vardiff_retargets_toward_the_share_interval(dialect: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool with `target_share_s` halves the difficulty of a miner whose shares are too rare
+    (at most halving it each retarget) and sends it with a new job."""
+    import training.lab.stratum as stratum
+
+    monkeypatch.setattr(stratum, "RETARGET_S", 0.4)
+    start = FAST[dialect][0] * 40  # shares every ~5 s at FAST's hashrate: far too rare for 0.1 s
+    cfg = _pool_cfg(dialect, difficulty=start, job_min=30, job_max=30, vardiff=0.0,
+                    target_share_s=0.1)
+    pool, stats, _ = asyncio.run(_pair(cfg, duration=2.2))
+    (sess,) = pool.sessions.values()
+    jobs = _pushed_jobs(sess, dialect)
+    assert len(jobs) >= 3  # one per retarget (the pool's own jobs are 30 s apart)
+    if dialect == "xmr":  # the first job comes with the login's reply
+        first = _replies(sess, "login")[0]["result"]["job"]
+        diffs = [stratum.xmr_difficulty(j["target"]) for j in [first, *(j["params"] for j in jobs)]]
+    else:
+        diffs = [e.msg["params"][0] for e in sess.log if e.msg.get("method") == "mining.set_difficulty"]
+    assert diffs[0] == pytest.approx(start, rel=0.01)
+    assert all(b < a for a, b in zip(diffs, diffs[1:], strict=False))
+    assert all(b >= a * 0.49 for a, b in zip(diffs, diffs[1:], strict=False))  # at most halved
+    assert stats.accepted >= 2  # shares came once the difficulty fell

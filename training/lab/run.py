@@ -328,10 +328,22 @@ def watch_load(duration: float, every: float = 10.0) -> dict[str, float]:
             "overloaded": mean > OVERLOAD * cpus}
 
 
+def retarget_pools(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the mining sessions get a pool that retargets its difficulty to a share
+    every ``target_share_s`` (10-60 s, drawn per session), as real pools do; the others keep a
+    difficulty that changes only at random. Its own random stream: share 0 changes nothing."""
+    if not 0.0 <= share <= 1.0:
+        raise LabError(f"--vardiff-share {share}: allowed values are 0 to 1")
+    rng = random.Random(f"target_share_s-{seed}")
+    for s in sessions:
+        if s.body in (mining, mining_nat) and rng.random() < share:
+            s.params["target_share_s"] = round(rng.uniform(10, 60))
+
+
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
-            xmrig_share: float = 0.0) -> dict[str, object]:
+            xmrig_share: float = 0.0, vardiff_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -346,6 +358,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     cap_tls12(sessions, tls12_share, seed)
     relay_go(sessions, go_tls_share, seed)
     mine_xmrig(sessions, xmrig_share, seed)
+    retarget_pools(sessions, vardiff_share, seed)
     if any(s.params.get("miner") == "xmrig" for s in sessions) and not xmrig.available():
         raise LabError(f"--xmrig-share: {xmrig.MISSING}")
     lab = Lab(topo, rng, duration)
@@ -379,6 +392,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "tls12_share": tls12_share,
         "go_tls_share": go_tls_share,
         "xmrig_share": xmrig_share,
+        "vardiff_share": vardiff_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() for s in sessions],
@@ -408,10 +422,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="share (0-1) of the stunnel-relayed sessions relayed by Go's crypto/tls")
     ap.add_argument("--xmrig-share", type=float, default=0.0,
                     help="share (0-1) of the Monero-style mining sessions mined by XMRig")
+    ap.add_argument("--vardiff-share", type=float, default=0.0,
+                    help="share (0-1) of the mining sessions whose pool retargets the difficulty "
+                         "to a share every 10-60 s")
     a = ap.parse_args(argv)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
-                         a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share)
+                         a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
+                         a.vardiff_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -276,6 +276,13 @@ def typist(lab: Lab, duration: float, seed: int, cmd: list[str]) -> list[str]:
 
 
 # -- mining ---------------------------------------------------------------------------------------
+def vardiff(s: Session) -> list[str]:
+    """The pool's options for the session's ``target_share_s`` (`run --vardiff-share`): it
+    retargets the difficulty so that shares come about that often, as real pools do."""
+    target = s.params.get("target_share_s")
+    return ["--target-share-s", str(target)] if target else []
+
+
 def mining(lab: Lab, s: Session) -> None:
     """A stratum pool outside and a miner inside. tls: False, True (Python ssl) or "stunnel";
     miner: our emulator, or XMRig (``miner: "xmrig"``, xmr dialect: training/lab/xmrig.py)."""
@@ -292,6 +299,7 @@ def mining(lab: Lab, s: Session) -> None:
               "--seed", p["seed"])
     if p.get("miner") == "xmrig":
         pool += ["--difficulty", xmrig.pool_difficulty(random.Random(p["seed"]))]
+    pool += vardiff(s)
     if p["tls"] is True:
         cert, key = lab.cert(s)
         pool += ["--tls", "--cert", cert, "--key", key, *(["--tls-max", "1.2"] if tls12(s) else [])]
@@ -464,7 +472,8 @@ def mining_nat(lab: Lab, s: Session) -> None:
     port = int(p["port"])  # type: ignore[call-overload]
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
     pool = py("training.lab.stratum", "pool", "--listen", f"{server}:{port}", "--dialect",
-              p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"], "--seed", p["seed"])
+              p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"],
+              "--seed", p["seed"], *vardiff(s))
     lab.topo.spawn("out", pool, f"{s.id}-pool")
     for i in range(int(p["miners"])):  # type: ignore[call-overload]
         if not lab.sleep_until(s.start + 7 * i):

@@ -67,6 +67,10 @@ XMR_ALGOS = ["rx/0", "cn/r", "cn/2", "cn-lite/1", "cn-heavy/0", "rx/wow", "argon
 """What other Monero miners (xmr-stak-rx, SRBMiner) offer: a short list, per build."""
 XMR_EXTENSIONS = ["algo", "nicehash", "connect", "tls", "keepalive"]
 SUBMIT_METHODS = ("mining.submit", "submit", "eth_submitWork")
+RETARGET_S = 30.0
+"""How often a pool with `target_share_s` retargets a miner's difficulty."""
+VARIANCE = 0.3
+"""... and by how much the share rate must miss the target for it to."""
 VERSION_MASK = "1fffe000"
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 JSON = dict[str, Any]
@@ -97,6 +101,8 @@ class PoolConfig:
     job_max: float = _opt(90.0, "max seconds between jobs")
     clean_prob: float = _opt(0.1, "probability that a job is a new block (clean)")
     vardiff: float = _opt(0.05, "probability per job of halving/doubling the difficulty")
+    target_share_s: float | None = _opt(None, "retarget each miner's difficulty every 30 s so that "
+                                              "its shares come about every N s, as real pools do")
     tls: bool = _opt(False, "serve TLS")
     cert: str | None = _opt(None, "PEM certificate (default with --tls: self-signed via openssl)")
     key: str | None = _opt(None, "PEM private key")
@@ -289,6 +295,8 @@ class _PoolConn:
     jobs: deque[str] = field(default_factory=lambda: deque(maxlen=8))
     job_seq: int = 0
     pusher: asyncio.Task[None] | None = None
+    retargeter: asyncio.Task[None] | None = None
+    shares: int = 0  # accepted since the last retarget
 
 
 class StratumPool:
@@ -359,10 +367,11 @@ class StratumPool:
         except (OSError, EOFError, ValueError, LookupError, TypeError):  # I/O or malformed request
             sess.end = sess.end or "error"
         finally:
-            if c.pusher:
-                c.pusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await c.pusher
+            for t in (c.pusher, c.retargeter):
+                if t:
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
             await wire.close()
             del self._conns[cid]
             if task:
@@ -401,6 +410,7 @@ class StratumPool:
             job_id = params["job_id"] if isinstance(params, dict) else (params or [None, None])[1]
             if job_id in c.jobs:
                 c.session.accepted += 1
+                c.shares += 1
                 await self._reply(c, mid, {"status": "OK"} if method == "submit" else True)
             else:
                 c.session.rejected += 1
@@ -422,6 +432,8 @@ class StratumPool:
                 await self._set_difficulty(c)
                 await self._push_job(c, clean=True)
             c.pusher = asyncio.create_task(self._pusher(c))
+            if self.cfg.target_share_s:
+                c.retargeter = asyncio.create_task(self._retarget(c, self.cfg.target_share_s))
 
     async def _set_difficulty(self, c: _PoolConn) -> None:
         params = [_num(c.difficulty)]
@@ -436,6 +448,21 @@ class StratumPool:
                 if cfg.dialect == "btc":
                     await self._set_difficulty(c)
             await self._push_job(c, clean=c.rng.random() < cfg.clean_prob)
+
+    async def _retarget(self, c: _PoolConn, target_s: float) -> None:
+        """Variable difficulty as pools run it (node-cryptonote-pool, ckpool): every RETARGET_S,
+        estimate the miner's hashrate from its shares and set the difficulty that gives a share
+        every `target_s`, at most halving or doubling it, and only when it is off by more than
+        VARIANCE; the new difficulty comes with a new job (Bitcoin: mining.set_difficulty first)."""
+        while True:
+            await asyncio.sleep(RETARGET_S)
+            ratio = min(2.0, max(0.5, c.shares / RETARGET_S * target_s))
+            c.shares = 0
+            if abs(ratio - 1.0) > VARIANCE:
+                c.difficulty = max(c.difficulty * ratio, 1e-3)
+                if self.cfg.dialect == "btc":
+                    await self._set_difficulty(c)
+                await self._push_job(c, clean=False)
 
     async def _push_job(self, c: _PoolConn, clean: bool) -> None:
         job = self._make_job(c, clean)
