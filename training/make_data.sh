@@ -73,9 +73,21 @@ run r25 push 30 5 0 1500 - 125 & run r26 push 0 0 0 1500 - 126 & run r27 push 80
 # within their first 20 packets and 17 live (our emulator's miners in the same runs: 92 of 92 in
 # each), and 2 of 314 benign sessions offline. Found by their share rate: 13 of 13 sessions with 8
 # shares or more, 7 of 12 with 3-7, 6 of 17 with 0-2; by transport: 19 of 22 in the clear, 7 of 14
-# over XMRig's own TLS, 0 of 6 in stunnel. Our emulators' shares come every 2-40 s. Three at a time:
-# about 22 minutes.
+# over XMRig's own TLS, 0 of 6 in stunnel. Our emulators' shares come every 2-40 s. A small model
+# of x1-x3 and the corpus (one booster set, fold split 7), tested on x4-x6: without x1-x3's XMRig
+# sessions it flagged 4 of 21 XMRig sessions offline, 0 within 20 packets, 7 live; with them 18, 17
+# and 20 of 21, benign sessions flagged live 11 -> 3 of 163, but its thresholds rose (offline mining
+# 0.92 -> 0.96, live opening 0.66 -> 0.96) and the corpus flows flagged out-of-fold 1 -> 2. Three at
+# a time: about 22 minutes.
 # run xmrig/x1 train 20 4 0 1500 - 141 --xmrig-share 1 & run xmrig/x2 push 40 5 0 1500 - 142 --xmrig-share 1 &
 # run xmrig/x3 lan 0 0 0 1500 - 143 --xmrig-share 1 & wait
 # run xmrig/x4 breadth 80 10 0.3 1500 - 144 --xmrig-share 1 & run xmrig/x5 train 5 1 0 1500 - 145 --xmrig-share 1 &
 # run xmrig/x6 train 60 10 0.5 1500 - 146 --xmrig-share 1 & wait
+# v1-v3: the same, against pools that retarget the difficulty to a share every 10-60 s
+# (`--vardiff-share 1`, every mining session), as real pools do: model 2026.11.23.14 flagged 20 of
+# 21 XMRig sessions offline and live (9-55 shares each), 10 within their first 20 packets (9 of 13
+# in the clear, 1 of 8 over TLS); our emulator's miners 45 of 45 in each; benign 0 of 151 offline,
+# 1 live. Three at a time: about 11 minutes.
+# run xmrig/v1 train 20 4 0 1500 - 151 --xmrig-share 1 --vardiff-share 1 &
+# run xmrig/v2 lan 0 0 0 1500 - 152 --xmrig-share 1 --vardiff-share 1 &
+# run xmrig/v3 push 40 5 0 1500 - 153 --xmrig-share 1 --vardiff-share 1 & wait
