@@ -116,6 +116,10 @@ def test_a_lab_run_labels_xmrig_connections(tmp_path: Path) -> None:
     why = need_root()
     if why:
         pytest.skip(f"lab test skipped: {why}")
+    cap = xmrig.cpu_cap("flowguard-test-cap-probe")
+    if cap is None:
+        pytest.skip(f"lab test skipped: {xmrig.NO_CAP}")
+    xmrig.release(cap)
     from flowguard.capture import CaptureOptions
     from training.dataset import label_run
     from training.lab.run import run_lab

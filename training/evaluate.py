@@ -321,7 +321,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "to a push channel); 19 of 22 in the clear, 7 of 14 over XMRig's own TLS, 0 of 6 in "
         "stunnel. Our emulators' miners in the same runs: 137 of 137 (see training/make_data.sh).",
         "- An SSH connection whose key exchange takes tens of seconds (the lab's, when ten runs "
-        "starved 2 CPUs: 12-52 s instead of under a second) looks like a tunnel to the live "
+        "starved 2 CPUs: 12-52 s instead of a second or less) looks like a tunnel to the live "
         "booster: it flagged most such file copies in live windows.",
         "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session and "
         "can be missed.",

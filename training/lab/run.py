@@ -315,7 +315,7 @@ OVERLOAD = 5.0
 def watch_load(duration: float, every: float = 10.0) -> dict[str, float]:
     """Wait `duration` seconds, sampling the machine's 1-minute load average: a lab run's timings
     are only as good as the CPU its programs get. Run ten at once on 2 CPUs (a mean load of about
-    45) and OpenSSH's key exchange took 12-52 s instead of under 4, and the shipped model took
+    45) and OpenSSH's key exchange took 12-52 s instead of a second or less, and the shipped model took
     most of those file copies for tunnels."""
     samples: list[float] = []
     end = time.monotonic() + duration
@@ -364,6 +364,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     lab = Lab(topo, rng, duration)
     if any(s.params.get("miner") == "xmrig" for s in sessions):
         lab.xmrig_cgroup = xmrig.cpu_cap(f"flowguard-lab-{net}-xmrig")
+        if lab.xmrig_cgroup is None:
+            raise LabError(f"--xmrig-share: {xmrig.NO_CAP}")
     try:
         topo.up()
         prepare(lab)

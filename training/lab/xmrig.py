@@ -39,6 +39,10 @@ CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 
 
+NO_CAP = ("no cgroup with a cpu controller can be made here (root, and cgroup v1's cpu or cgroup v2 "
+          "with cpu, are needed): uncapped, XMRig would take the lab's CPU and distort every session")
+
+
 def available() -> bool:
     return XMRIG.is_file()
 
