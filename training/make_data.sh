@@ -91,3 +91,18 @@ run r25 push 30 5 0 1500 - 125 & run r26 push 0 0 0 1500 - 126 & run r27 push 80
 # run xmrig/v1 train 20 4 0 1500 - 151 --xmrig-share 1 --vardiff-share 1 &
 # run xmrig/v2 lan 0 0 0 1500 - 152 --xmrig-share 1 --vardiff-share 1 &
 # run xmrig/v3 push 40 5 0 1500 - 153 --xmrig-share 1 --vardiff-share 1 & wait
+# e1-e3 and f1-f3: x1-x3's plans and seeds with our emulator's miners instead of XMRig (e), and
+# with pools that retarget to a share every 10-60 s (f, `--vardiff-share 1`): only the miner or the
+# pool differs. Small models (three runs and the corpus, one booster set, fold split 7) scored on
+# XMRig in x4-x6 (fixed difficulty) and v1-v3 (vardiff pools), whole / first 20 packets / live:
+#   trained on e1-e3: x4-x6 3 / 0 / 12 of 21, v1-v3 3 / 2 / 21 of 21; mining thresholds 0.98 offline,
+#     0.92 live opening; corpus flows flagged out-of-fold 1
+#   trained on f1-f3: x4-x6 9 / 1 / 11, v1-v3 21 / 14 / 21; thresholds 0.90, 0.80; corpus 2
+#   trained on x1-x3: x4-x6 18 / 17 / 20, v1-v3 21 / 19 / 21; thresholds 0.96, 0.96; corpus 2
+# Pools that retarget, as real ones do, taught the emulator's miners what finds the real one at
+# such pools. Three at a time: about 22 minutes (kept in training/data/xmrig/).
+# run xmrig/e1 train 20 4 0 1500 - 141 & run xmrig/e2 push 40 5 0 1500 - 142 &
+# run xmrig/e3 lan 0 0 0 1500 - 143 & wait
+# run xmrig/f1 train 20 4 0 1500 - 141 --vardiff-share 1 --net 161 &
+# run xmrig/f2 push 40 5 0 1500 - 142 --vardiff-share 1 --net 162 &
+# run xmrig/f3 lan 0 0 0 1500 - 143 --vardiff-share 1 --net 163 & wait
