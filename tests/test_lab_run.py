@@ -38,3 +38,27 @@ def test_vardiff_share_gives_mining_pools_a_share_interval() -> None:
     assert [s.params for s in untouched] == [s.params for s in plain] and vardiff(untouched[0]) == []
     with pytest.raises(LabError, match="--vardiff-share -1: allowed values are 0 to 1"):
         run.retarget_pools(sessions(), -1, seed=4)
+
+
+def test_slow_miner_share_slows_emulated_miners_only() -> None:
+    import random
+
+    from training.lab.netns import LabError
+    from training.lab.scenarios import mining, mining_nat
+
+    def sessions() -> list:
+        return run.plan("train", random.Random(6), 600.0, "t")
+
+    plain, slowed = sessions(), sessions()
+    run.slow_miners(slowed, 1.0, seed=6)
+    for before, after in zip(plain, slowed, strict=True):
+        if after.body in (mining, mining_nat):
+            assert 10 <= after.params["slowdown"] <= 317
+            assert after.params["hashrate"] == before.params["hashrate"] / after.params["slowdown"]
+        else:
+            assert after.params == before.params
+    untouched = sessions()
+    run.slow_miners(untouched, 0.0, seed=6)
+    assert [s.params for s in untouched] == [s.params for s in plain]
+    with pytest.raises(LabError, match="--slow-miner-share 2: allowed values are 0 to 1"):
+        run.slow_miners(sessions(), 2, seed=6)

@@ -340,10 +340,25 @@ def retarget_pools(sessions: list[Session], share: float, seed: int) -> None:
             s.params["target_share_s"] = round(rng.uniform(10, 60))
 
 
+def slow_miners(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the emulator's mining sessions mine 10 to 300 times slower (``slowdown``),
+    as a throttled or small miner does at a pool whose difficulty stays high: shares minutes
+    apart. Its own random stream: share 0 changes nothing."""
+    if not 0.0 <= share <= 1.0:
+        raise LabError(f"--slow-miner-share {share}: allowed values are 0 to 1")
+    rng = random.Random(f"slowdown-{seed}")
+    for s in sessions:
+        if s.body in (mining, mining_nat) and rng.random() < share:
+            slowdown = round(10 ** rng.uniform(1.0, 2.5))
+            s.params["slowdown"] = slowdown
+            s.params["hashrate"] = float(s.params["hashrate"]) / slowdown  # type: ignore[arg-type]
+
+
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
-            xmrig_share: float = 0.0, vardiff_share: float = 0.0) -> dict[str, object]:
+            xmrig_share: float = 0.0, vardiff_share: float = 0.0,
+            slow_miner_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -359,6 +374,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     relay_go(sessions, go_tls_share, seed)
     mine_xmrig(sessions, xmrig_share, seed)
     retarget_pools(sessions, vardiff_share, seed)
+    slow_miners(sessions, slow_miner_share, seed)
     if any(s.params.get("miner") == "xmrig" for s in sessions) and not xmrig.available():
         raise LabError(f"--xmrig-share: {xmrig.MISSING}")
     lab = Lab(topo, rng, duration)
@@ -395,6 +411,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "go_tls_share": go_tls_share,
         "xmrig_share": xmrig_share,
         "vardiff_share": vardiff_share,
+        "slow_miner_share": slow_miner_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() for s in sessions],
@@ -427,11 +444,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vardiff-share", type=float, default=0.0,
                     help="share (0-1) of the mining sessions whose pool retargets the difficulty "
                          "to a share every 10-60 s")
+    ap.add_argument("--slow-miner-share", type=float, default=0.0,
+                    help="share (0-1) of the emulator's mining sessions that mine 10-300 times slower")
     a = ap.parse_args(argv)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
                          a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
-                         a.vardiff_share)
+                         a.vardiff_share, a.slow_miner_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
