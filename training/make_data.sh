@@ -99,10 +99,17 @@ run r25 push 30 5 0 1500 - 125 & run r26 push 0 0 0 1500 - 126 & run r27 push 80
 #     0.92 live opening; corpus flows flagged out-of-fold 1
 #   trained on f1-f3: x4-x6 9 / 1 / 11, v1-v3 21 / 14 / 21; thresholds 0.90, 0.80; corpus 2
 #   trained on x1-x3: x4-x6 18 / 17 / 20, v1-v3 21 / 19 / 21; thresholds 0.96, 0.96; corpus 2
+#   trained on s1-s3 (half the emulator's miners 10-300 times slower, `--slow-miner-share 0.5`):
+#     x4-x6 15 / 5 / 18, v1-v3 18 / 14 / 21; thresholds 0.98, 0.91; corpus 3, and our emulator's
+#     ordinary miners in x4-x6 decided within 20 packets fell from 34 (e1-e3) to 13 of 47
 # Pools that retarget, as real ones do, taught the emulator's miners what finds the real one at
-# such pools. Three at a time: about 22 minutes (kept in training/data/xmrig/).
+# such pools; slow miners found the throttled one too, at a cost. Three at a time: about 11 minutes
+# a batch (kept in training/data/xmrig/).
 # run xmrig/e1 train 20 4 0 1500 - 141 & run xmrig/e2 push 40 5 0 1500 - 142 &
 # run xmrig/e3 lan 0 0 0 1500 - 143 & wait
 # run xmrig/f1 train 20 4 0 1500 - 141 --vardiff-share 1 --net 161 &
 # run xmrig/f2 push 40 5 0 1500 - 142 --vardiff-share 1 --net 162 &
 # run xmrig/f3 lan 0 0 0 1500 - 143 --vardiff-share 1 --net 163 & wait
+# run xmrig/s1 train 20 4 0 1500 - 141 --slow-miner-share 0.5 --net 171 &
+# run xmrig/s2 push 40 5 0 1500 - 142 --slow-miner-share 0.5 --net 172 &
+# run xmrig/s3 lan 0 0 0 1500 - 143 --slow-miner-share 0.5 --net 173 & wait
