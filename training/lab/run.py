@@ -270,15 +270,19 @@ http {{
 
 
 def _mark(sessions: list[Session], share: float, option: str, select: Callable[[Session], bool],
-          param: str, value: str, seed: int) -> None:
+          param: str, value: object, seed: int) -> list[Session]:
     """Set ``params[param] = value`` on about `share` of the selected sessions (of every label
-    alike). The draw has its own random stream, so share 0 leaves a plan as it was."""
+    alike); a callable `value` is drawn per session from the same random stream. The stream is the
+    option's own, so share 0 leaves a plan as it was. Returns the sessions marked."""
     if not 0.0 <= share <= 1.0:
         raise LabError(f"{option} {share}: allowed values are 0 to 1")
     rng = random.Random(f"{param}-{seed}")
+    marked = []
     for s in sessions:
         if select(s) and rng.random() < share:
-            s.params[param] = value
+            s.params[param] = value(rng) if callable(value) else value
+            marked.append(s)
+    return marked
 
 
 def cap_tls12(sessions: list[Session], share: float, seed: int) -> None:
@@ -302,10 +306,8 @@ def mine_xmrig(sessions: list[Session], share: float, seed: int) -> None:
     """About `share` of the Monero-style mining sessions get ``miner: "xmrig"``: XMRig, a real
     miner (training/lab/xmrig.py), mines in them instead of our emulator. Their scenario says so
     (mining-xmr-tls becomes mining-xmrig-tls), for evaluation to hold them out as a family."""
-    _mark(sessions, share, "--xmrig-share", xmrig_mining, "miner", "xmrig", seed)
-    for s in sessions:
-        if s.params.get("miner") == "xmrig":
-            s.scenario = s.scenario.replace("mining-xmr-", "mining-xmrig-")
+    for s in _mark(sessions, share, "--xmrig-share", xmrig_mining, "miner", "xmrig", seed):
+        s.scenario = s.scenario.replace("mining-xmr-", "mining-xmrig-")
 
 
 OVERLOAD = 5.0
@@ -328,30 +330,26 @@ def watch_load(duration: float, every: float = 10.0) -> dict[str, float]:
             "overloaded": mean > OVERLOAD * cpus}
 
 
+def emulated_mining(s: Session) -> bool:
+    """A session of our pool with our emulator's miners (one, or several behind a NAT)."""
+    return s.body in (mining, mining_nat)
+
+
 def retarget_pools(sessions: list[Session], share: float, seed: int) -> None:
     """About `share` of the mining sessions get a pool that retargets its difficulty to a share
     every ``target_share_s`` (10-60 s, drawn per session), as real pools do; the others keep a
     difficulty that changes only at random. Its own random stream: share 0 changes nothing."""
-    if not 0.0 <= share <= 1.0:
-        raise LabError(f"--vardiff-share {share}: allowed values are 0 to 1")
-    rng = random.Random(f"target_share_s-{seed}")
-    for s in sessions:
-        if s.body in (mining, mining_nat) and rng.random() < share:
-            s.params["target_share_s"] = round(rng.uniform(10, 60))
+    _mark(sessions, share, "--vardiff-share", emulated_mining, "target_share_s",
+          lambda rng: round(rng.uniform(10, 60)), seed)
 
 
 def slow_miners(sessions: list[Session], share: float, seed: int) -> None:
     """About `share` of the emulator's mining sessions mine 10 to 300 times slower (``slowdown``),
     as a throttled or small miner does at a pool whose difficulty stays high: shares minutes
     apart. Its own random stream: share 0 changes nothing."""
-    if not 0.0 <= share <= 1.0:
-        raise LabError(f"--slow-miner-share {share}: allowed values are 0 to 1")
-    rng = random.Random(f"slowdown-{seed}")
-    for s in sessions:
-        if s.body in (mining, mining_nat) and rng.random() < share:
-            slowdown = round(10 ** rng.uniform(1.0, 2.5))
-            s.params["slowdown"] = slowdown
-            s.params["hashrate"] = float(s.params["hashrate"]) / slowdown  # type: ignore[arg-type]
+    for s in _mark(sessions, share, "--slow-miner-share", emulated_mining, "slowdown",
+                   lambda rng: round(10 ** rng.uniform(1.0, 2.5)), seed):
+        s.params["hashrate"] = float(s.params["hashrate"]) / s.params["slowdown"]  # type: ignore[arg-type]
 
 
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
@@ -375,10 +373,10 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     mine_xmrig(sessions, xmrig_share, seed)
     retarget_pools(sessions, vardiff_share, seed)
     slow_miners(sessions, slow_miner_share, seed)
-    if any(s.params.get("miner") == "xmrig" for s in sessions) and not xmrig.available():
-        raise LabError(f"--xmrig-share: {xmrig.MISSING}")
     lab = Lab(topo, rng, duration)
     if any(s.params.get("miner") == "xmrig" for s in sessions):
+        if not xmrig.available():
+            raise LabError(f"--xmrig-share: {xmrig.MISSING}")
         lab.xmrig_cgroup = xmrig.cpu_cap(f"flowguard-lab-{net}-xmrig")
         if lab.xmrig_cgroup is None:
             raise LabError(f"--xmrig-share: {xmrig.NO_CAP}")

