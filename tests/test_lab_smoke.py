@@ -156,3 +156,34 @@ def test_heldout_scores_sessions_by_tls_variant(smoke_run: Path, tmp_path: Path)
     for views in (v for c in report.values() for v in c.values()):
         assert set(views) <= {"full", "first_20_packets", "live_windows"}
         assert all(0 <= x["flagged"] <= x["sessions"] for x in views.values())
+
+
+def test_a_run_stopped_with_sigterm_takes_its_namespaces_down(tmp_path: Path) -> None:
+    """kill (a job runner, a timeout) stops a run as Ctrl-C does: nothing of it is left running."""
+    import signal
+    import subprocess
+    import time
+
+    why = need_root()
+    if why:
+        pytest.skip(f"lab run skipped: {why}")
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.lab.run", "--plan", "smoke", "--duration", "60",
+         "--net", "197", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def namespaces() -> list[str]:
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        return [line.split()[0] for line in listed.splitlines() if line.startswith("fg197-")]
+
+    deadline = time.monotonic() + 60
+    while not (out / "capture.pcap").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None and namespaces(), "the run did not start"
+    time.sleep(2)  # sessions under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped" in err and not (out / "labels.json").exists()
+    assert namespaces() == []

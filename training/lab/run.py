@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -419,6 +420,10 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     return labels
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
@@ -445,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-miner-share", type=float, default=0.0,
                     help="share (0-1) of the emulator's mining sessions that mine 10-300 times slower")
     a = ap.parse_args(argv)
+    # stopped with SIGTERM (kill, a job runner, a timeout) as with Ctrl-C: run_lab's `finally` takes
+    # the namespaces, their processes and the XMRig cgroup down instead of leaving them behind
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
                          a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
@@ -452,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"lab: stopped; {a.out} has no labels.json (its capture is partial)", file=sys.stderr)
+        return 130
     print(f"{a.out}: {len(labels['sessions'])} sessions, "  # type: ignore[arg-type]
           f"{len(labels['conversations'])} conversations")  # type: ignore[arg-type]
     load: dict[str, Any] = labels["host_load"]  # type: ignore[assignment]
