@@ -350,7 +350,9 @@ def slow_miners(sessions: list[Session], share: float, seed: int) -> None:
     apart. Its own random stream: share 0 changes nothing."""
     for s in _mark(sessions, share, "--slow-miner-share", emulated_mining, "slowdown",
                    lambda rng: round(10 ** rng.uniform(1.0, 2.5)), seed):
-        s.params["hashrate"] = float(s.params["hashrate"]) / s.params["slowdown"]  # type: ignore[arg-type]
+        hashrate, slowdown = s.params["hashrate"], s.params["slowdown"]
+        assert isinstance(hashrate, float | int) and isinstance(slowdown, int)
+        s.params["hashrate"] = float(hashrate) / slowdown
 
 
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
