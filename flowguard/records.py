@@ -15,6 +15,7 @@ class FlowRecord(Protocol):
     protocol: int
     bidirectional_first_seen_ms: int
     bidirectional_last_seen_ms: int
+    bidirectional_duration_ms: int
     bidirectional_packets: int
     bidirectional_bytes: int
     application_name: str

@@ -185,7 +185,9 @@ def label_run(
     for c in labels["conversations"]:
         index[(c["client_ip"], c["server_ip"], int(c["server_port"]))] = (
             c["label"], c["session"], c["scenario"], int(c["server_port"]))
-    flows, tags, skipped = [], [], Counter()
+    flows: list = []
+    tags: list[tuple[str, str, str, int, str]] = []
+    skipped: Counter[str] = Counter()
     for f in read_flows(capture or run_dir / labels["capture"], options):
         tag = index.get((f.src_ip, f.dst_ip, f.dst_port)) or index.get((f.dst_ip, f.src_ip, f.src_port))
         if tag is None:
@@ -220,7 +222,14 @@ def _views(view: str, flows: list, tags: list,
 
 
 def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
-    Xs, ys, groups, scen, srcs, pk, ports, ends = [], [], [], [], [], [], [], []
+    Xs: list[np.ndarray] = []
+    ys: list[int] = []
+    groups: list[str] = []
+    scen: list[str] = []
+    srcs: list[str] = []
+    pk: list[int] = []
+    ports: list[int] = []
+    ends: list[np.ndarray] = []
     data_hashes: dict[str, str] = {}
     skipped_total: Counter = Counter()
     views: list[str] = []
@@ -330,8 +339,8 @@ def feedback_table(path: Path, options: CaptureOptions, pcap_root: Path | None =
                int(fb["protocol"]), int(fb["first_seen_ms"]))
         wanted.setdefault(str(pcap), {})[key] = (true_class, int(fb["feedback_id"]))
     flows, tags = [], []
-    for pcap, keys in wanted.items():
-        for f in read_flows(pcap, options):
+    for capture, keys in wanted.items():
+        for f in read_flows(capture, options):
             key = (f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.protocol, f.bidirectional_first_seen_ms)
             if key in keys:
                 flows.append(f)

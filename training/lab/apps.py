@@ -232,9 +232,11 @@ async def ws_server(cfg: WsServerConfig) -> dict[str, Any]:
             await asyncio.sleep(crng.expovariate(1.0 / cfg.event_interval))
             n += 1
             kind = crng.choice(["message", "presence", "metric", "notification"])
-            await ws.send(_sized(crng, 50, 400, lambda t, n=n, k=kind: {
-                "type": "event", "id": n,
-                "data": {"kind": k, "user": f"u{crng.randint(100, 999)}", "text": t}}))
+            def event(t: str, n: int = n, k: str = kind) -> dict[str, Any]:
+                return {"type": "event", "id": n,
+                        "data": {"kind": k, "user": f"u{crng.randint(100, 999)}", "text": t}}
+
+            await ws.send(_sized(crng, 50, 400, event))
             st["events"] += 1
 
     async def handler(ws: ServerConnection) -> None:
@@ -340,8 +342,10 @@ async def push_server(cfg: PushServerConfig) -> dict[str, Any]:
         while True:
             await asyncio.sleep(crng.expovariate(1.0 / cfg.notify_interval))
             n += 1
-            writer.write(_sized(crng, 90, 450, lambda t, n=n: {
-                "op": "msg", "id": n, "title": t[:24], "body": t[24:]}).encode() + b"\n")
+            def message(t: str, n: int = n) -> dict[str, Any]:
+                return {"op": "msg", "id": n, "title": t[:24], "body": t[24:]}
+
+            writer.write(_sized(crng, 90, 450, message).encode() + b"\n")
             await writer.drain()
             st["notifications"] += 1
 
@@ -631,11 +635,12 @@ def json_rpc_client(cfg: JsonRpcClientConfig) -> dict[str, Any]:
             raise TimeoutError("deadline")
         method = rng.choices(["eth_blockNumber", "eth_getBalance", "eth_call", "net_version"],
                              [5, 2, 2, 1])[0]
-        params: list[Any] = {
+        by_method: dict[str, list[Any]] = {
             "eth_getBalance": [rng.choice(addrs), "latest"],
             "eth_call": [{"to": rng.choice(addrs),
                           "data": "0x70a08231" + f"{rng.getrandbits(160):064x}"}, "latest"],
-        }.get(method, [])
+        }
+        params = by_method.get(method, [])
         body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": next(ids)})
         if conn.sock is None:
             conn.connect()

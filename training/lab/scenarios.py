@@ -289,6 +289,7 @@ def mining(lab: Lab, s: Session) -> None:
     client, server = lab.hosts(s.params.get("inside_host"))
     p = s.params
     port = int(p["port"])  # type: ignore[call-overload]
+    seed = int(p["seed"])  # type: ignore[call-overload]
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
     listen, connect, bind = f"{server}:{port}", f"{server}:{port}", ["--bind", client]
     if p["tls"] == "stunnel":
@@ -298,11 +299,12 @@ def mining(lab: Lab, s: Session) -> None:
               p["dialect"], "--job-min", p["job_min"], "--job-max", p["job_max"],
               "--seed", p["seed"])
     if p.get("miner") == "xmrig":
-        pool += ["--difficulty", xmrig.pool_difficulty(random.Random(p["seed"]))]
+        pool += ["--difficulty", str(xmrig.pool_difficulty(random.Random(seed)))]
     pool += vardiff(s)
     if p["tls"] is True:
         cert, key = lab.cert(s)
-        pool += ["--tls", "--cert", cert, "--key", key, *(["--tls-max", "1.2"] if tls12(s) else [])]
+        pool += ["--tls", "--cert", str(cert), "--key", str(key),
+                 *(["--tls-max", "1.2"] if tls12(s) else [])]
     lab.topo.spawn("out", [str(a) for a in pool], f"{s.id}-pool")
     if not lab.sleep_until(s.start):
         return
@@ -311,7 +313,7 @@ def mining(lab: Lab, s: Session) -> None:
             lab.topo.run("in", "ip", "route", "add", f"{server}/32", "via", lab.topo.gateway_in,
                          "src", client)
         log = lab.dir / "logs" / f"{s.id}-xmrig.log"
-        lab.topo.spawn("in", xmrig.argv(connect, lab.remaining() - 4, int(p["seed"]), p["tls"] is True,
+        lab.topo.spawn("in", xmrig.argv(connect, lab.remaining() - 4, seed, p["tls"] is True,
                                         log), f"{s.id}-xmrig", cgroup=lab.xmrig_cgroup)
         return
     miner = py("training.lab.stratum", "miner", "--connect", connect, "--dialect",
@@ -591,7 +593,8 @@ def ssh_transfer(lab: Lab, s: Session) -> None:
     key = str(lab.dir / "ssh" / "id_ed25519")
     ssh_cmd = " ".join(["ssh", "-i", key, *SSH_OPTS, "-o", f"BindAddress={client}", "-p", str(port)])
     t = s.start
-    for i, (tool, size) in enumerate(p["ops"]):  # type: ignore[attr-defined]
+    ops: list[tuple[str, int]] = p["ops"]  # type: ignore[assignment]
+    for i, (tool, size) in enumerate(ops):
         if not lab.sleep_until(t):
             return
         dst = lab.dir / "files" / f"{s.id}-{i}"

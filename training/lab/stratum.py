@@ -638,6 +638,7 @@ class _MinerSession:
             self.en2_size = int(sub[2])
             await self._call("mining.authorize", [self.user, cfg.password])
         elif cfg.dialect == "xmr":
+            assert cfg.password is not None and cfg.agent is not None  # filled in by run_miner
             res = await self._call("login", xmr_login(self.user, cfg.password, cfg.agent, rng))
             self.login_id = res["id"]
             self._set_job(res["job"])

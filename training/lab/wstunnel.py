@@ -351,8 +351,13 @@ async def _amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    cls, run = (ServerConfig, run_server) if args.cmd == "server" else (AgentConfig, run_agent)
-    await run(cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}), stop)
+    def options(cls: type) -> dict[str, Any]:
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+
+    if args.cmd == "server":
+        await run_server(ServerConfig(**options(ServerConfig)), stop)
+    else:
+        await run_agent(AgentConfig(**options(AgentConfig)), stop)
     return 0
 
 
