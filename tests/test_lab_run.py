@@ -1,6 +1,9 @@
-"""training.lab.run's record of the machine's load (`watch_load`)."""
+"""training.lab.run: its record of the machine's load (`watch_load`) and of each pool's account
+(`pool_accounts`), and the share flags."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +65,16 @@ def test_slow_miner_share_slows_emulated_miners_only() -> None:
     assert [s.params for s in untouched] == [s.params for s in plain]
     with pytest.raises(LabError, match="--slow-miner-share 2: allowed values are 0 to 1"):
         run.slow_miners(sessions(), 2, seed=6)
+
+
+def test_pool_accounts_read_each_sessions_last_pool_stats_line(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "r1-s004-pool.log").write_text(
+        "pool listening on 10.1.3.1:3333 (btc)\n"
+        'pool STATS {"accepted": 3, "connections": 1, "jobs": 9, "rejected": 0}\n')
+    (logs / "r1-s005-pool.log").write_text("pool listening on 10.1.3.2:443 (xmr)\n")  # killed: no line
+    (logs / "r1-s006-miner.log").write_text('pool STATS {"accepted": 1}\n')  # not a pool's log
+    assert run.pool_accounts(logs) == {
+        "r1-s004": {"accepted": 3, "connections": 1, "jobs": 9, "rejected": 0}}
+    assert run.pool_accounts(tmp_path / "none") == {}

@@ -37,6 +37,10 @@ def test_capture_is_whole_and_labelled(smoke_run: Path) -> None:
     labels = json.loads((smoke_run / "labels.json").read_text())
     families = Counter(s["label"] for s in labels["sessions"])
     assert families == {"stratum_mining": 2, "reverse_tunnel": 1, "benign": 4}
+    # each mining session's pool gave its account of it: the miner connected and was sent work
+    pools = [s.get("pool") for s in labels["sessions"] if s["label"] == "stratum_mining"]
+    assert all(p and p["connections"] >= 1 and p["jobs"] >= 1 for p in pools), pools
+    assert all("pool" not in s for s in labels["sessions"] if s["label"] != "stratum_mining")
 
 
 def test_every_conversation_made_flows(smoke_run: Path) -> None:

@@ -135,5 +135,8 @@ def test_a_lab_run_labels_xmrig_connections(tmp_path: Path) -> None:
     workdir = Path(labels["workdir"])
     try:
         assert "accepted (1/0)" in (workdir / "logs" / f"{xm[0]}-xmrig.log").read_text()
+        # the pool's own account in labels.json agrees: XMRig's shares were accepted
+        pool = next(s["pool"] for s in labels["sessions"] if s["id"] == xm[0])
+        assert pool["connections"] >= 1 and pool["accepted"] >= 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

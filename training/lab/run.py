@@ -355,6 +355,19 @@ def slow_miners(sessions: list[Session], share: float, seed: int) -> None:
         s.params["hashrate"] = float(hashrate) / slowdown
 
 
+def pool_accounts(logs: Path) -> dict[str, dict[str, int]]:
+    """Per mining session, its pool's account of it: connections, jobs sent, shares accepted and
+    rejected (the `pool STATS` line a stratum pool prints as it stops, in logs/<session>-pool.log).
+    labels.json keeps it as the session's `pool`: how much mining a session's capture holds (a
+    throttled miner may have no share accepted in a whole run)."""
+    out: dict[str, dict[str, int]] = {}
+    for log in sorted(logs.glob("*-pool.log")):
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("pool STATS ")]
+        if lines:
+            out[log.name.removesuffix("-pool.log")] = json.loads(lines[-1].split(" STATS ", 1)[1])
+    return out
+
+
 def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, loss: float,
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
@@ -399,9 +412,10 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
             t.start()
         load = watch_load(duration)
     finally:
-        topo.down()
+        topo.down()  # the pools print their account as they stop
         if lab.xmrig_cgroup is not None:
             xmrig.release(lab.xmrig_cgroup)
+        pools = pool_accounts(work / "logs")
         if not keep_workdir:
             shutil.rmtree(work, ignore_errors=True)
     labels = {
@@ -415,7 +429,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "slow_miner_share": slow_miner_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
-        "sessions": [s.describe() for s in sessions],
+        "sessions": [s.describe() | ({"pool": pools[s.id]} if s.id in pools else {})
+                     for s in sessions],
         "conversations": [as_dict(c) for c in lab.conversations],
     }
     (out / "labels.json").write_text(json.dumps(labels, indent=1, default=str))

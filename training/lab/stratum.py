@@ -505,6 +505,14 @@ class StratumPool:
         return job
 
 
+def pool_stats(pool: StratumPool) -> dict[str, int]:
+    """What the pool saw of its miners, all connections together: the pool's own account of a lab
+    session (a share it accepted was mined), printed as ``pool STATS {json}`` when it stops."""
+    sessions = list(pool.sessions.values())
+    return {"connections": len(sessions), "jobs": sum(c.jobs for c in sessions),
+            "accepted": sum(c.accepted for c in sessions), "rejected": sum(c.rejected for c in sessions)}
+
+
 async def run_pool(cfg: PoolConfig, stop: asyncio.Event | None = None) -> StratumPool:
     """Serve until ``stop`` is set or ``cfg.duration`` elapses; return the pool (with sessions)."""
     pool = StratumPool(cfg)
@@ -801,7 +809,8 @@ async def _amain(args: argparse.Namespace) -> int:
     cls = PoolConfig if args.cmd == "pool" else MinerConfig
     cfg = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
     if isinstance(cfg, PoolConfig):
-        await run_pool(cfg, stop)
+        pool = await run_pool(cfg, stop)
+        print(f"pool STATS {json.dumps(pool_stats(pool), sort_keys=True)}", file=sys.stderr, flush=True)
         return 0
     stats = await run_miner(cfg, stop)
     return 0 if stats.connections or stop.is_set() else 1
