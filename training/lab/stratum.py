@@ -296,7 +296,6 @@ class _PoolConn:
     job_seq: int = 0
     pusher: asyncio.Task[None] | None = None
     retargeter: asyncio.Task[None] | None = None
-    shares: int = 0  # accepted since the last retarget
 
 
 class StratumPool:
@@ -410,7 +409,6 @@ class StratumPool:
             job_id = params["job_id"] if isinstance(params, dict) else (params or [None, None])[1]
             if job_id in c.jobs:
                 c.session.accepted += 1
-                c.shares += 1
                 await self._reply(c, mid, {"status": "OK"} if method == "submit" else True)
             else:
                 c.session.rejected += 1
@@ -454,10 +452,11 @@ class StratumPool:
         estimate the miner's hashrate from its shares and set the difficulty that gives a share
         every `target_s`, at most halving or doubling it, and only when it is off by more than
         VARIANCE; the new difficulty comes with a new job (Bitcoin: mining.set_difficulty first)."""
+        counted = c.session.accepted
         while True:
             await asyncio.sleep(RETARGET_S)
-            ratio = min(2.0, max(0.5, c.shares / RETARGET_S * target_s))
-            c.shares = 0
+            shares, counted = c.session.accepted - counted, c.session.accepted
+            ratio = min(2.0, max(0.5, shares / RETARGET_S * target_s))
             if abs(ratio - 1.0) > VARIANCE:
                 c.difficulty = max(c.difficulty * ratio, 1e-3)
                 if self.cfg.dialect == "btc":
