@@ -131,6 +131,37 @@ def test_time_to_detect_counts_tunnels_from_their_first_use_too() -> None:
     assert first_use_s({"label": "stratum_mining", "params": {}}) is None
 
 
+def test_mining_sessions_that_mined_nothing_are_left_out_of_training(
+        runs: list[Path], tmp_path: Path) -> None:
+    """A mining session whose pool accepted no share (its `pool` account in labels.json) is listed
+    in the table's summary; training leaves its rows out, evaluation keeps them, and so does a
+    subset of the table. A session without an account (runs made before the lab kept them) and
+    one with a share accepted are trained on."""
+    chosen = {}
+    for name, accepted in (("mining-xmr-clear-80", 0), ("mining-btc-clear-3333", 3),
+                           ("https-curl-443", None)):
+        run = tmp_path / name
+        shutil.copytree(next(r for r in runs if r.name == name), run)
+        labels = json.loads((run / "labels.json").read_text())
+        if accepted is not None:
+            for session in labels["sessions"]:
+                session["pool"] = {"connections": 1, "jobs": 9, "accepted": accepted, "rejected": 0}
+        (run / "labels.json").write_text(json.dumps(labels))
+        chosen[name] = run
+    plain = build([next(r for r in runs if r.name == "mining-xmr-clear-80")], None, CaptureOptions())
+    assert plain.summary["unmined_sessions"] == [] and train.trainable(plain).sum() > 0
+    table = build(list(chosen.values()), None, CaptureOptions())
+    idle = "sample-2-mining-xmr-clear-80"
+    assert table.summary["unmined_sessions"] == [idle]
+    groups = np.array(table.groups)
+    keep = train.trainable(table)
+    assert not keep[groups == idle].any()
+    assert keep[(groups != idle) & train.judged(table.X)].all()  # the other sessions: every row
+    assert (table.y[groups == idle] == CLASSES.index("stratum_mining")).any()  # still evaluated
+    sub = table.subset(np.array(table.views) == "full")
+    np.testing.assert_array_equal(train.trainable(sub), keep[np.array(table.views) == "full"])
+
+
 def test_table_round_trip(runs: list[Path], tmp_path: Path) -> None:
     from training.dataset import Table
 

@@ -42,6 +42,12 @@ CONNECTION_VIEW = "live-connection"
 connection when the window is exported."""
 LIVE_VIEWS = (LIVE_VIEW, CONNECTION_VIEW)
 """The views a live capture judges, with the live booster (model-live.txt)."""
+MIN_MINED_SHARES = 1
+"""A mining session whose pool accepted fewer shares than this in the whole session (its `pool`
+account in labels.json) mined nothing the capture shows: a login, job pushes and keepalives, as a
+push or chat channel sends. Its id is listed in the table's summary (`unmined_sessions`); training
+leaves its rows out (`train.trainable`), evaluation keeps them. Sessions of runs made before the
+lab kept pool accounts have none and count as mined."""
 
 
 @dataclass
@@ -70,7 +76,7 @@ class Table:
         return Table(self.X[idx], self.y[idx], [self.groups[i] for i in idx],
                      [self.scenarios[i] for i in idx], [self.sources[i] for i in idx],
                      self.first_packets[idx], [self.views[i] for i in idx], self.ports[idx],
-                     ends_s=self.ends_s[idx])
+                     self.summary, self.ends_s[idx])
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
@@ -234,6 +240,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     skipped_total: Counter = Counter()
     views: list[str] = []
     first_use: dict[str, float] = {}
+    unmined: list[str] = []
 
     def add(view: str, records: list, tags: list, row_ends: np.ndarray, source: str) -> None:
         """Rows for `records`, each tagged (label, session, scenario, server port)."""
@@ -256,6 +263,9 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
             offset = first_use_s(session)
             if offset is not None:
                 first_use[str(session["id"])] = offset
+            if session.get("label") == "stratum_mining" and "pool" in session \
+                    and session["pool"]["accepted"] < MIN_MINED_SHARES:
+                unmined.append(str(session["id"]))
         with tempfile.TemporaryDirectory() as tmp:
             cuts = [("full", None), *((f"cut{c}", c) for c in CUTS_S),
                     *((f"pkt{n}", n) for n in CUTS_PACKETS), (LIVE_VIEW, None)]
@@ -306,6 +316,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     }
     summary["rows_per_view"] = dict(Counter(views))
     summary["first_use_s"] = first_use
+    summary["unmined_sessions"] = unmined
     return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views,
                  np.array(ports, dtype=np.int32), summary,
                  np.concatenate(ends) if ends else np.empty(0, dtype=np.float64))

@@ -118,10 +118,14 @@ first 20 packets of an SSH connection are its handshake, the same whichever way 
 
 
 def trainable(table: Table) -> np.ndarray:
-    """Rows to learn from: all but the UNKNOWABLE_VIEWS of their class, and the windows too small
-    to judge (features.judged: their verdict is benign whatever the model says)."""
+    """Rows to learn from: all but the UNKNOWABLE_VIEWS of their class, the windows too small
+    to judge (features.judged: their verdict is benign whatever the model says), and the mining
+    sessions in which nothing was mined (dataset.MIN_MINED_SHARES)."""
     views = np.array(table.views)
     keep = judged(table.X)
+    unmined = table.summary.get("unmined_sessions")
+    if isinstance(unmined, list) and unmined:
+        keep &= ~np.isin(table.groups, unmined)
     for cls, unknowable in UNKNOWABLE_VIEWS.items():
         keep &= ~((table.y == CLASSES.index(cls)) & np.isin(views, unknowable))
     return keep
