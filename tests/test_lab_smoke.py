@@ -158,8 +158,14 @@ def test_heldout_scores_sessions_by_tls_variant(smoke_run: Path, tmp_path: Path)
     mining_found = sum(v["full"]["flagged"] for v in report["stratum_mining"].values())
     assert mining_found >= 1 and report["benign"]["default"]["full"]["flagged"] == 0
     for views in (v for c in report.values() for v in c.values()):
-        assert set(views) <= {"full", "first_20_packets", "live_windows"}
+        assert set(views) <= {"full", "first_20_packets", "live_windows", "live_in_time"}
         assert all(0 <= x["flagged"] <= x["sessions"] for x in views.values())
+    for cls in ("stratum_mining", "reverse_tunnel"):  # in time: flagged live, and soon enough
+        for views in report[cls].values():
+            assert views["live_in_time"]["sessions"] == views["live_windows"]["sessions"]
+            assert views["live_in_time"]["flagged"] <= views["live_windows"]["flagged"]
+    assert sum(v["live_in_time"]["flagged"] for v in report["stratum_mining"].values()) >= 1
+    assert "live_in_time" not in report["benign"]["default"]
 
 
 def test_a_run_stopped_with_sigterm_takes_its_namespaces_down(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ session's variant in labels.json (`tls_max`, `tls_relay`, `miner`). For each cla
 reports how many sessions the model flags (malicious: as their class; benign: as anything) in the
 whole capture, in the first 20 packets of each connection and in live windows, with the model's own
 thresholds: the measure behind the TLS 1.2, Go TLS and XMRig figures of the model card's known
-limits.
+limits. `live_in_time` counts the malicious sessions flagged live within the issue's targets
+(train.DETECT_TARGET_S: mining within 5 s of its connection's first packet, a tunnel within 30 s of
+its first use by the lab's schedule).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = No
     variants = {s["id"]: variant(s.get("params", {})) for run in runs
                 for s in json.loads((run / "labels.json").read_text())["sessions"]}
     groups, views = np.array(table.groups), np.array(table.views)
+    first_use = table.summary.get("first_use_s")
+    first_use = first_use if isinstance(first_use, dict) else {}
+    late: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     out: dict[str, Any] = {}
     for view, names in VIEWS.items():
         in_view = np.isin(views, names)
@@ -67,8 +72,16 @@ def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = No
             c = counts[(CLASSES[cls], variants.get(str(sid), "default"))]
             c[0] += 1
             c[1] += int(flagged)
+            if view == "live_windows" and cls:
+                # when a verdict on the row was possible, from the session's first use for a tunnel
+                since = table.ends_s[rows] - first_use.get(str(sid), 0.0)
+                hit = (pred[rows] == cls) & (since <= train.DETECT_TARGET_S[CLASSES[cls]])
+                late[(CLASSES[cls], variants.get(str(sid), "default"))][0] += 1
+                late[(CLASSES[cls], variants.get(str(sid), "default"))][1] += int(hit.any())
         for (cls_name, var), (n, k) in sorted(counts.items()):
             out.setdefault(cls_name, {}).setdefault(var, {})[view] = {"sessions": n, "flagged": k}
+    for (cls_name, var), (n, k) in sorted(late.items()):
+        out[cls_name][var]["live_in_time"] = {"sessions": n, "flagged": k}
     return out
 
 
