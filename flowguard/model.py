@@ -99,12 +99,15 @@ class ModelMetadata:
     opening_thresholds: dict[str, float] | None = None
     """Set when loaded for live windows (LiveModel.opening_thresholds); not written: it is the live
     booster's, recorded under `live`."""
+    offline_thresholds: dict[str, float] | None = None
+    """Set when loaded for live windows: the whole-flow booster's thresholds, which `thresholds`
+    then no longer holds (for lowest_thresholds); not written."""
 
     def lowest_thresholds(self) -> dict[str, float]:
         """Per class, the lowest score at which any of the model's boosters flags it: whole flows,
         live windows, or live windows that open their connection. Every verdict of that class the
         model gives reached at least this (the service's default blocking thresholds)."""
-        sets = [self.thresholds, self.opening_thresholds or {}]
+        sets = [self.thresholds, self.opening_thresholds or {}, self.offline_thresholds or {}]
         if self.live is not None:
             sets += [self.live.thresholds, self.live.opening_thresholds or {}]
         return {c: min(s[c] for s in sets if c in s) for c in self.thresholds}
@@ -322,7 +325,8 @@ class FlowClassifier:
                 raise ModelError(f"{model_path}: the live booster named in the metadata is missing")
             meta = replace(meta, thresholds=meta.live.thresholds, capture=meta.live.capture,
                            model_sha256=meta.live.model_sha256,
-                           opening_thresholds=meta.live.opening_thresholds)
+                           opening_thresholds=meta.live.opening_thresholds,
+                           offline_thresholds=meta.thresholds)
         # read once: the bytes checked are the bytes parsed
         data = model_path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()

@@ -61,6 +61,20 @@ def test_weights_balance_classes_and_sessions() -> None:
     assert w[0] == w[1] and w[0] + w[1] == pytest.approx(w[2])
 
 
+def test_weights_give_the_corpus_its_share_of_benign() -> None:
+    """The real-world corpus's captures weigh CORPUS_SHARE of the benign class together, however
+    few they are beside the lab's benign sessions; classes still weigh the same."""
+    y = np.array([0, 0, 0, 0, 0, 1, 2])
+    groups = ["lab-a", "lab-b", "lab-c", "lab-d", "corpus/x.pcap", "m", "t"]
+    w = train.weights(y, groups)
+    corpus = np.array([g.startswith("corpus/") for g in groups])
+    assert w[corpus].sum() == pytest.approx(train.CORPUS_SHARE * w[y == 0].sum())
+    assert w[0] == pytest.approx(w[3])  # lab sessions still weigh the same
+    np.testing.assert_allclose([w[y == c].sum() for c in range(3)], w[y == 0].sum())
+    lab_only = train.weights(y[:4], groups[:4])  # no corpus: nothing to share
+    np.testing.assert_allclose(lab_only, 1.0)
+
+
 def test_weights_give_live_windows_half_of_their_session() -> None:
     y = np.array([1, 1, 1, 1, 1, 1])
     groups = ["a", "a", "a", "a", "a", "b"]
