@@ -292,8 +292,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "- The real-world corpus weighs half of the benign class in training (train.CORPUS_SHARE; "
         "weighed as any lab session it was an eighth, and a few corpus flows the booster never "
         "saw scored 0.97 for mining and set the thresholds). The thresholds are then bound by the "
-        "lab's benign sessions instead: out-of-fold 5 of 2000 flagged whole and 9 live, within "
-        "the 0.5 % budget. The corpus holds near-copies (several captures of one protocol), so "
+        "lab's benign sessions instead, within the 0.5 % budget (Metrics and Live windows, "
+        "above). The corpus holds near-copies (several captures of one protocol), so "
         "its out-of-fold false positives are a lower bound for traffic unlike all of it.",
         "- Push-notification channels (a login, then a heartbeat every few minutes) are stratum's "
         "closest benign look-alike. Models trained before the lab made them (runs r25-r27) flagged "
