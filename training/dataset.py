@@ -72,6 +72,8 @@ class Table:
     when a verdict on it was possible. For time-to-detection curves."""
 
     def subset(self, mask: np.ndarray) -> Table:
+        """The rows of `mask`; the summary stays the whole table's (what the data came from: its
+        runs, hashes, per-session facts such as `unmined_sessions`)."""
         idx = np.flatnonzero(mask)
         return Table(self.X[idx], self.y[idx], [self.groups[i] for i in idx],
                      [self.scenarios[i] for i in idx], [self.sources[i] for i in idx],

@@ -58,9 +58,6 @@ def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = No
     variants = {s["id"]: variant(s.get("params", {})) for run in runs
                 for s in json.loads((run / "labels.json").read_text())["sessions"]}
     groups, views = np.array(table.groups), np.array(table.views)
-    first_use = table.summary.get("first_use_s")
-    first_use = first_use if isinstance(first_use, dict) else {}
-    late: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     out: dict[str, Any] = {}
     for view, names in VIEWS.items():
         in_view = np.isin(views, names)
@@ -72,16 +69,19 @@ def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = No
             c = counts[(CLASSES[cls], variants.get(str(sid), "default"))]
             c[0] += 1
             c[1] += int(flagged)
-            if view == "live_windows" and cls:
-                # when a verdict on the row was possible, from the session's first use for a tunnel
-                since = table.ends_s[rows] - first_use.get(str(sid), 0.0)
-                hit = (pred[rows] == cls) & (since <= train.DETECT_TARGET_S[CLASSES[cls]])
-                late[(CLASSES[cls], variants.get(str(sid), "default"))][0] += 1
-                late[(CLASSES[cls], variants.get(str(sid), "default"))][1] += int(hit.any())
         for (cls_name, var), (n, k) in sorted(counts.items()):
             out.setdefault(cls_name, {}).setdefault(var, {})[view] = {"sessions": n, "flagged": k}
-    for (cls_name, var), (n, k) in sorted(late.items()):
-        out[cls_name][var]["live_in_time"] = {"sessions": n, "flagged": k}
+    live = np.isin(views, VIEWS["live_windows"])
+    first_use = table.summary.get("first_use_s")
+    first_use = first_use if isinstance(first_use, dict) else {}
+    for cls_name in CLASSES[1:]:
+        in_time: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for sid, t in train.first_flagged_s(table.subset(live), pred[live], cls_name).items():
+            c = in_time[variants.get(sid, "default")]
+            c[0] += 1  # a tunnel from its first use, by the lab's schedule
+            c[1] += int(t - first_use.get(sid, 0.0) <= train.DETECT_TARGET_S[cls_name])
+        for var, (n, k) in sorted(in_time.items()):
+            out[cls_name][var]["live_in_time"] = {"sessions": n, "flagged": k}
     return out
 
 

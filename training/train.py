@@ -472,7 +472,6 @@ def time_to_detect(table: Table, pred: np.ndarray,
     (dataset summary "first_use_s"). A tunnel's sessions are then also counted from their first use
     (`since_first_use`): a detection before it counts as 0 s. The connection opens at the session's
     start, so its set-up time (well under a second in the lab) is not counted there."""
-    groups = np.array(table.groups)
     out: dict[str, Any] = {}
 
     def shares(arr: np.ndarray) -> dict[str, Any]:
@@ -480,19 +479,25 @@ def time_to_detect(table: Table, pred: np.ndarray,
                              for t in DETECT_WITHIN_S},
                 "median_s": round(float(np.median(arr)), 2) if np.isfinite(arr).any() else None}
 
-    for i, c in enumerate(CLASSES[1:], start=1):
-        ids = np.unique(groups[table.y == i])
-        first: list[float] = []
-        for g in ids:
-            hit = (groups == g) & (pred == i)
-            first.append(float(table.ends_s[hit].min()) if hit.any() else np.inf)
-        arr = np.array(first)
-        out[c] = {"sessions": len(ids), **shares(arr)}
+    for c in CLASSES[1:]:
+        first_s = first_flagged_s(table, pred, c)
+        out[c] = {"sessions": len(first_s), **shares(np.array(list(first_s.values())))}
         use = first_use or {}
-        known = [k for k, g in enumerate(ids) if str(g) in use]
-        if known:
-            since = np.array([max(arr[k] - use[str(ids[k])], 0.0) for k in known])
-            out[c]["since_first_use"] = {"sessions": len(known), **shares(since)}
+        since = np.array([max(t - use[g], 0.0) for g, t in first_s.items() if g in use])
+        if len(since):
+            out[c]["since_first_use"] = {"sessions": len(since), **shares(since)}
+    return out
+
+
+def first_flagged_s(table: Table, pred: np.ndarray, cls: str) -> dict[str, float]:
+    """Per session of class `cls`: seconds from its connection's first packet to its first row
+    flagged as `cls` (`ends_s`: when a verdict on the row was possible), inf if none was."""
+    i = CLASSES.index(cls)
+    groups = np.array(table.groups)
+    out: dict[str, float] = {}
+    for g in np.unique(groups[table.y == i]):
+        hit = (groups == g) & (pred == i)
+        out[str(g)] = float(table.ends_s[hit].min()) if hit.any() else np.inf
     return out
 
 
