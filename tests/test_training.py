@@ -342,3 +342,41 @@ def test_a_connection_so_far_keeps_its_label_after_a_window_of_bare_acks(runs: l
     assert bare.any() and (table.y[bare] == 0).all()  # the samples have such windows
     so_far = (views == "live-connection") & payload & malicious
     assert so_far.any() and (table.y[so_far] != 0).all()
+
+
+def test_offline_booster_learns_from_resized_copies_of_whole_and_cut_rows(
+        runs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """training.augment wired into fit_table: the offline booster sees each whole-capture and
+    cut-in-seconds row and AUGMENTED_VIEWS copies of it with other message sizes; its first-packets
+    rows and the live booster's rows are not copied."""
+    from training import augment
+    table = build([r for r in runs if r.name in ("mining-btc-clear-3333", "https-curl-443",
+                                                 "reverse-ssh-443-shell")], None,
+                  CaptureOptions())
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real_fit = train.fit
+
+    def fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, binary: bool = False):  # type: ignore[no-untyped-def]
+        seen.append((X, w))
+        return real_fit(X, y, w, seed, binary)
+
+    monkeypatch.setattr(train, "fit", fit)
+    views = np.array(table.views)
+    keep = train.trainable(table)
+    for kind in train.KINDS:
+        seen.clear()
+        train.fit_table(table, 7, kind, members=1)
+        rows = keep & train.scored_on(table, "offline") if kind == "offline" else keep
+        copied = rows & np.isin(views, train.AUGMENTED_VIEWS[kind])
+        assert (not copied.any()) if kind == "live" else (copied.any() and (rows & ~copied).any())
+        X, w = seen[0]
+        assert len(X) == rows.sum() + augment.COPIES * copied.sum()
+        assert np.isclose(w.sum(), rows.sum())  # copies share their row's weight
+        copies = X[rows.sum():]
+        size = [i for i, f in enumerate(FEATURES) if f.endswith(("_size", "_ps"))]
+        timing = [i for i, f in enumerate(FEATURES) if f.endswith("_ms") or f == "duration_s"]
+        for k in range(augment.COPIES if copied.any() else 0):
+            part = copies[k * copied.sum():(k + 1) * copied.sum()]
+            original = X[:rows.sum()][copied[rows]]
+            np.testing.assert_array_equal(part[:, timing], original[:, timing])
+            assert not np.allclose(np.nan_to_num(part[:, size]), np.nan_to_num(original[:, size]))
