@@ -11,7 +11,7 @@ import pytest
 from scipy.special import softmax
 
 from flowguard.capture import CaptureOptions, live_options
-from flowguard.features import FEATURES
+from flowguard.features import FEATURES, opens_connection
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
@@ -344,11 +344,12 @@ def test_a_connection_so_far_keeps_its_label_after_a_window_of_bare_acks(runs: l
     assert so_far.any() and (table.y[so_far] != 0).all()
 
 
-def test_offline_booster_learns_from_resized_copies_of_whole_and_cut_rows(
+def test_boosters_learn_from_resized_copies_of_the_rows_chosen(
         runs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """training.augment wired into fit_table: the offline booster sees each whole-capture and
-    cut-in-seconds row and AUGMENTED_VIEWS copies of it with other message sizes; its first-packets
-    rows and the live booster's rows are not copied."""
+    cut-in-seconds row and COPIES copies of it with other message sizes, but its first-packets rows
+    only as they are; the live booster copies its live windows and connections so far that do not
+    hold their connection's SYN, never a window that opens its connection."""
     from training import augment
     table = build([r for r in runs if r.name in ("mining-btc-clear-3333", "https-curl-443",
                                                  "reverse-ssh-443-shell")], None,
@@ -368,7 +369,12 @@ def test_offline_booster_learns_from_resized_copies_of_whole_and_cut_rows(
         train.fit_table(table, 7, kind, members=1)
         rows = keep & train.scored_on(table, "offline") if kind == "offline" else keep
         copied = rows & np.isin(views, train.AUGMENTED_VIEWS[kind])
-        assert (not copied.any()) if kind == "live" else (copied.any() and (rows & ~copied).any())
+        if kind == "live":
+            copied &= ~opens_connection(table.X)
+            assert not copied[train.opening_windows(table)].any()
+        else:
+            assert not np.isin(views[copied], ["pkt10", "pkt20", "pkt50"]).any()
+        assert copied.any() and (rows & ~copied).any()
         X, w = seen[0]
         assert len(X) == rows.sum() + augment.COPIES * copied.sum()
         assert np.isclose(w.sum(), rows.sum())  # copies share their row's weight

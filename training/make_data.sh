@@ -146,10 +146,11 @@ run v3 push 40 5 0 1500 - 153 --xmrig-share 1 --vardiff-share 1 & wait
 # 46, reverse tunnels 59 of 59 whole and live, benign sessions 1 of 158 whole and 2 live.
 # Model 2026.11.24.2 (`python -m training.heldout`): XMRig 13 / 13 / 13 of 13, and 12 flagged live
 # within 5 s of its first packet (2026.11.23.14: none); our emulator's miners 46 of 46 in each;
-# tunnels 59 of 59; benign 1 of 158 whole and 1 live. Model 2026.11.24.4 (the same data, its
-# offline booster trained with message-size augmentation, training/augment.py): the same, but XMRig
-# within 20 packets 9 of 13; leave-one-scenario-out Bitcoin 0.95, Monero 0.93, Ethereum 0.97, TLS
-# mining 0.79, XMRig 0.70.
+# tunnels 59 of 59; benign 1 of 158 whole and 1 live. Model 2026.11.24.5 (the same data, trained
+# with message-size augmentation, training/augment.py): XMRig 13 / 9 / 13 of 13 and 13 within 5 s;
+# emulator miners 46 / 46 / 46 and 45 within 5 s; tunnels 59 of 59; benign 1 whole, none live.
+# Leave-one-scenario-out, whole / live: Bitcoin 0.95 / 0.98, Monero 0.93 / 0.87, Ethereum 0.97 /
+# 0.93, TLS mining 0.79 / 0.96, XMRig 0.70 / 0.81.
 # run held/h1 train 30 5 0 1500 - 181 --xmrig-share 1 --vardiff-share 1 &
 # run held/h2 breadth 10 2 0 1500 - 182 --xmrig-share 1 &
 # run held/h3 push 60 10 0.3 1500 - 183 --vardiff-share 0.5 & wait
