@@ -14,7 +14,9 @@ triage's flows; `live` learns from those and from the live windows too, and judg
 Trained together on the live windows, the offline booster generalized worse to held-out families.
 
 Each booster is the average of `MEMBERS` seeded boosters (training/ensemble.py), and out-of-fold
-scores average as many fold splits. Seeded throughout: the same data and seed give the same model.
+scores average as many fold splits. Both learn also from copies of some of their rows with other
+message sizes (training/augment.py, `AUGMENTED_VIEWS`). Seeded throughout: the same data and seed
+give the same model.
 """
 
 from __future__ import annotations
@@ -250,7 +252,7 @@ reverse shell, Dropbear:
 - how much (every offline view resized): sizes scaled by 1/1.5-1.5 alone, Bitcoin 0.83 and
   Monero 0.85; 0-40 bytes added alone, 0.66 and 0.83; 1/2-2 and 0-40, 0.86 and 0.92; 1/3-3 and 0-60
   (SCALE, OFFSET), 0.97 and 0.94 (another seed 0.96, 0.93); 1/5-5 and 0-100, 0.97 and 0.92 with 20
-  packets 0.922;
+  packets 0.922.
 
 The live booster (its out-of-fold scores over the same three splits; left out of training, one
 booster each, families' live windows found in their sessions: Bitcoin, TLS mining, Monero,
