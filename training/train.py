@@ -55,7 +55,6 @@ from flowguard.model import (
     sha256_file,
 )
 from training import augment
-from training.augment import augmented
 from training.dataset import CUTS_S, LIVE_VIEW, LIVE_VIEWS, Table, build, concat, feedback_table
 from training.ensemble import average, one_vs_rest
 
@@ -283,7 +282,7 @@ def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEM
     rows = np.isin(t.views, AUGMENTED_VIEWS[kind])
     if not AUGMENT_OPENINGS[kind]:
         rows &= ~opens_connection(t.X)
-    X, y, w = augmented(X, t.y, weights(t.y, t.groups, t.views), seed, rows=rows)
+    X, y, w = augment.augmented(X, t.y, weights(t.y, t.groups, t.views), seed, rows=rows)
     if kind == "live" and LIVE_CLASS_IGNORES is not None:
         return one_vs_rest([None] + [
             average([fit(_blanked(X, LIVE_CLASS_IGNORES.get(c, ())), (y == i).astype(int), w,
@@ -543,12 +542,12 @@ def first_flagged_s(table: Table, pred: np.ndarray, cls: str) -> dict[str, float
     """Per session of class `cls`: seconds from its connection's first packet to its first row
     flagged as `cls` (`ends_s`: when a verdict on the row was possible), inf if none was."""
     i = CLASSES.index(cls)
-    groups = np.array(table.groups)
-    out: dict[str, float] = {}
-    for g in np.unique(groups[table.y == i]):
-        hit = (groups == g) & (pred == i)
-        out[str(g)] = float(table.ends_s[hit].min()) if hit.any() else np.inf
-    return out
+    names, session = np.unique(np.array(table.groups), return_inverse=True)
+    first = np.full(len(names), np.inf)
+    hit = pred == i
+    np.minimum.at(first, session[hit], table.ends_s[hit])  # one pass, not one per session
+    of_class = np.unique(session[table.y == i])
+    return {str(names[k]): float(first[k]) for k in of_class}
 
 
 def early_recall(table: Table, pred: np.ndarray) -> dict[str, Any]:
