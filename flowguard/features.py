@@ -203,7 +203,7 @@ def vectorize(records: Sequence[FlowRecord], needed: Set[str] | None = None) -> 
     _derived(col, apps, out[:, : len(_DERIVED)])
     direction, size, gap = (_padded(list(map(get, records))) for get in _SPLT_LISTS)
     payloads = needed is None or not needed.isdisjoint(PER_DIRECTION_PAYLOADS)
-    _first_packets(direction, size, gap, out[:, len(_DERIVED) :], payloads)
+    first_packets(direction, size, gap, out[:, len(_DERIVED) :], payloads)
     return out
 
 
@@ -278,10 +278,12 @@ def _padded(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
-def _first_packets(direction: np.ndarray, size: np.ndarray, gap: np.ndarray, out: np.ndarray,
+def first_packets(direction: np.ndarray, size: np.ndarray, gap: np.ndarray, out: np.ndarray,
                    payloads: bool = True) -> None:
     """Summaries and per-position columns of the first SPLT_PACKETS packets (direction, size and
-    gap of each, -1 where absent); `payloads`: also each direction's first payloads (else NaN)."""
+    gap of each, -1 where absent), written into `out` (the columns from `first_n` on);
+    `payloads`: also each direction's first payloads (else NaN). Training reuses it to rebuild
+    a flow's first packets (training.augment.wrapped)."""
     n = len(direction)
     present = direction >= 0
     s2d = direction == 0

@@ -7,7 +7,7 @@ import numpy as np
 
 from flowguard.features import FEATURES, SPLT_PACKETS, vectorize
 from tests.test_features import flow
-from training.augment import augmented, resized
+from training.augment import augmented, resized, wrapped
 
 # the first packets of a flow: (direction, payload bytes, gap ms); every payload packet has PSH
 PACKETS = [(0, 0, 0), (1, 0, 20), (0, 0, 1), (0, 180, 2), (1, 400, 21), (0, 0, 1), (1, 650, 30),
@@ -85,3 +85,69 @@ def test_augmented_copies_only_the_rows_asked_for() -> None:
     assert wa.tolist() == [0.25, 1.75 / 4, 1.75 / 4, 1.75 / 4, 1.75 / 4]
     np.testing.assert_array_equal(Xa[:2], X)
     assert augmented(X, y, w, seed=3, rows=np.zeros(2, dtype=bool))[0] is X
+
+
+# a cleartext connection: (direction, payload bytes, gap ms, PSH); every packet without payload
+# acknowledges the other end's last payload (what wrapped assumes of packets without a sign)
+CLEAR = [(0, 0, 0, False), (1, 0, 30, False), (0, 0, 2, False), (0, 160, 3, True),
+         (1, 420, 31, True), (0, 0, 1, False), (1, 650, 4000, True), (0, 0, 2, False),
+         (0, 150, 900, True), (1, 90, 30, True), (0, 0, 1, False), (1, 520, 3000, True),
+         (0, 0, 2, False), (1, 500, 2500, True), (0, 0, 1, False), (0, 150, 700, True),
+         (1, 90, 31, True), (0, 0, 1, False), (1, 510, 4000, True), (0, 0, 1, False),
+         (0, 150, 800, True), (1, 90, 30, True), (0, 0, 2, False), (1, 505, 3000, True)]
+# a TLS 1.2 handshake as wrapped takes it: the ClientHello (its gap NaN), the rest, and the gap of
+# the first message after it (direction -1)
+TLS12 = [(0, 517, np.nan, True), (1, 0, 30, False), (1, 1448, 1, False), (1, 1200, 0, True),
+         (0, 0, 2, False), (0, 126, 1, True), (1, 242, 31, True), (-1, 0, 2, False)]
+
+
+def record(packets: list[tuple[int, float, float, bool]]) -> object:
+    """The flow record nfstream gives for these packets (payload accounting)."""
+    times = np.cumsum([g for _, _, g, _ in packets])
+    stats: dict[str, object] = {}
+    for d, name in ((0, "src2dst"), (1, "dst2src")):
+        sizes = np.array([s for dd, s, _, _ in packets if dd == d], dtype=float)
+        gaps = np.diff(times[[i for i, p in enumerate(packets) if p[0] == d]])
+        stats |= {f"{name}_packets": len(sizes), f"{name}_bytes": sizes.sum(),
+                  f"{name}_min_ps": sizes.min(), f"{name}_mean_ps": sizes.mean(),
+                  f"{name}_stddev_ps": sizes.std(ddof=1), f"{name}_max_ps": sizes.max(),
+                  f"{name}_mean_piat_ms": gaps.mean(), f"{name}_stddev_piat_ms": gaps.std(ddof=1),
+                  f"{name}_max_piat_ms": gaps.max(),
+                  f"{name}_psh_packets": sum(p[3] for p in packets if p[0] == d)}
+    gaps = np.diff(times)
+    first = packets[:SPLT_PACKETS]
+    return flow(
+        bidirectional_packets=len(packets), bidirectional_duration_ms=times[-1],
+        bidirectional_bytes=sum(s for _, s, _, _ in packets),
+        bidirectional_mean_piat_ms=gaps.mean(), bidirectional_stddev_piat_ms=gaps.std(ddof=1),
+        bidirectional_max_piat_ms=gaps.max(), application_name="Unknown",
+        splt_direction=[p[0] for p in first], splt_ps=[p[1] for p in first],
+        splt_piat_ms=[p[2] for p in first], **stats)
+
+
+def test_wrapped_rows_are_the_traffic_carried_in_tls() -> None:
+    original = vectorize([record(CLEAR)])  # type: ignore[list-item]
+    got = wrapped(original, np.random.default_rng(0), handshakes=[TLS12])
+    first_message = CLEAR[3]
+    carried = [*CLEAR[:3], (0, 517, first_message[2], True), *TLS12[1:-1],
+               (*first_message[:2], TLS12[-1][2], first_message[3]), *CLEAR[4:]]
+    want = vectorize([record(carried)])  # type: ignore[list-item]
+    np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True)
+
+
+def test_wrapping_leaves_rows_without_their_connections_start() -> None:
+    middle = vectorize([record(CLEAR[5:])])  # type: ignore[list-item]
+    np.testing.assert_array_equal(wrapped(middle, np.random.default_rng(0)), middle)
+
+
+def test_drawn_handshakes_hold_together() -> None:
+    rng = np.random.default_rng(5)
+    X = np.repeat(vectorize([record(CLEAR)]), 50, axis=0)  # type: ignore[list-item]
+    Y = wrapped(X, rng)
+    i = {f: FEATURES.index(f) for f in FEATURES}
+    assert (Y[:, i["packets"]] > X[:, i["packets"]]).all()
+    assert (Y[:, i["pkt04_size"]] >= 200).all()  # the ClientHello
+    assert (Y[:, i["d2s_max_ps"]] >= 900 / 4).all() and (Y[:, i["s2d_packets"]] > 12).all()
+    np.testing.assert_allclose(Y[:, i["packets"]], Y[:, i["s2d_packets"]] + Y[:, i["d2s_packets"]])
+    assert (Y[:, i["duration_s"]] >= X[:, i["duration_s"]]).all()
+    assert len({tuple(row) for row in Y[:, [i["pkt05_size"], i["pkt06_size"]]]}) > 5

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import softmax
 
 from flowguard.capture import CaptureOptions, live_options
-from flowguard.features import FEATURES, opens_connection
+from flowguard.features import APP_FAMILIES, FEATURES, opens_connection
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
@@ -348,8 +348,10 @@ def test_boosters_learn_from_resized_copies_of_the_rows_chosen(
         runs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """training.augment wired into fit_table: the offline booster sees each whole-capture and
     cut-in-seconds row and COPIES copies of it with other message sizes, but its first-packets rows
-    only as they are; the live booster copies its live windows and connections so far that do not
-    hold their connection's SYN, never a window that opens its connection."""
+    only as they are, and of its rows that open their connection (but not in TLS or SSH,
+    train.NOT_WRAPPED) the last WRAPPED copies are also carried in TLS; the live booster copies
+    its live windows and connections so far that do not hold their connection's SYN, never a
+    window that opens its connection."""
     from training import augment
     table = build([r for r in runs if r.name in ("mining-btc-clear-3333", "https-curl-443",
                                                  "reverse-ssh-443-shell")], None,
@@ -381,8 +383,24 @@ def test_boosters_learn_from_resized_copies_of_the_rows_chosen(
         copies = X[rows.sum():]
         size = [i for i, f in enumerate(FEATURES) if f.endswith(("_size", "_ps"))]
         timing = [i for i, f in enumerate(FEATURES) if f.endswith("_ms") or f == "duration_s"]
+        packets = FEATURES.index("packets")
+        tls = (opens_connection(table.X) & ~np.isin(
+            table.X[:, FEATURES.index("app_family")],
+            [APP_FAMILIES.index(a) for a in train.NOT_WRAPPED]))[copied]
+        assert tls.any() if kind == "offline" else not tls.any()
         for k in range(augment.COPIES if copied.any() else 0):
             part = copies[k * copied.sum():(k + 1) * copied.sum()]
             original = X[:rows.sum()][copied[rows]]
-            np.testing.assert_array_equal(part[:, timing], original[:, timing])
+            carried = tls if k >= augment.COPIES - augment.WRAPPED else np.zeros_like(tls)
+            np.testing.assert_array_equal(part[~carried][:, timing], original[~carried][:, timing])
+            np.testing.assert_array_equal(part[~carried, packets], original[~carried, packets])
+            # carried in TLS: a handshake more before the first message, where one comes after
+            # the TCP handshake among the first packets
+            first = original[:, [FEATURES.index(f"pkt{i:02d}_size") for i in range(1, 21)]]
+            talks = (np.nan_to_num(first) != 0).any(1)
+            opens = talks & ((np.nan_to_num(first) != 0).argmax(1) >= 3)
+            assert (carried & opens).any() or not carried.any()
+            assert (part[carried & opens, packets] > original[carried & opens, packets]).all()
+            np.testing.assert_array_equal(part[carried & ~opens, packets],
+                                          original[carried & ~opens, packets])
             assert not np.allclose(np.nan_to_num(part[:, size]), np.nan_to_num(original[:, size]))

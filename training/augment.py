@@ -19,7 +19,18 @@ nearly every stack sends payload; the standard deviations are scaled by `a` alon
 payload packet carries PSH, every feature but the standard deviations is what the resized traffic
 would give, and those too where `b` is 0 (tests/test_augment.py).
 
-Which rows are resized, and what it changed: training.train.AUGMENTED_VIEWS.
+`wrapped` stands for the same traffic carried in TLS: per row that holds its connection's start, a
+TLS handshake (`handshake`: a ClientHello, the server's flight of certificates in full segments, the
+client's Finished, a TLS 1.2 server's last flight or none, each size drawn from a range and the gaps
+from the connection's own round trip, split where the capture point lies) is put between the TCP
+handshake and the first message, and every feature follows: counts, sizes, bytes, rates, flags,
+the gaps (each direction's too) and the first packets. Left out of training, TLS mining looked like
+the lab's benign TLS because of its handshake alone (the first packets' sizes and gaps were what
+pushed it to benign): the booster had seen TLS handshakes only in benign traffic and tunnels.
+Copies of cleartext stratum carried in TLS teach it that a handshake says nothing of what follows;
+copies of every class are carried alike (but not TLS or SSH connections, train.NOT_WRAPPED).
+
+Which rows are resized and wrapped, and what it changed: training.train.AUGMENTED_VIEWS.
 
 Timing is left alone. Scaling each copy's durations, gaps and rates too (by 1/2-2 per row, on
 2026.11.24.5's offline booster, out-of-fold over three splits) found left-out tunnels better (the
@@ -32,7 +43,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowguard.features import FEATURES, PAYLOADS_PER_DIRECTION, SPLT_PACKETS
+from flowguard.features import (
+    FEATURES,
+    PAYLOADS_PER_DIRECTION,
+    SPLT_PACKETS,
+    first_packets,
+)
 
 COPIES = 2
 """Resized copies of each training row (0: no augmentation); each copy and the row itself weigh
@@ -41,6 +57,10 @@ SCALE = (1 / 3, 3.0)
 """Range of the size factor `a` (log-uniform)."""
 OFFSET = (0.0, 60.0)
 """Range of the bytes `b` added to each payload-carrying packet (uniform)."""
+WRAPPED = 2
+"""Of each row's copies, how many are also carried in TLS (`wrapped`), of the rows asked for
+(train.fit_table: the offline booster's rows that open their connection; one or both copies:
+train.AUGMENTED_VIEWS)."""
 
 _I = {name: i for i, name in enumerate(FEATURES)}
 _POSITIONS = [_I[f"pkt{i:02d}_size"] for i in range(1, SPLT_PACKETS + 1)]
@@ -91,10 +111,12 @@ def resized(X: np.ndarray, rng: np.random.Generator, scale: tuple[float, float] 
 
 
 def augmented(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, copies: int | None = None,
-              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              rows: np.ndarray | None = None, wrap: np.ndarray | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training rows and `copies` (None: COPIES) resized copies of those in `rows` (a mask;
     None: all), seeded, with the weights split so that each row and its copies weigh what the row
-    did."""
+    did. Of the rows in `wrap` (a mask; None: none), the last WRAPPED copies are also carried in
+    TLS (`wrapped`)."""
     copies = COPIES if copies is None else copies
     if copies <= 0 or (rows is not None and not rows.any()):
         return X, y, w
@@ -102,6 +124,213 @@ def augmented(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, copies: in
     sel = np.ones(len(y), dtype=bool) if rows is None else rows
     share = np.where(sel, 1.0 / (copies + 1), 1.0)
     copied = X[sel]
-    Xs = [X, *(resized(copied, rng) for _ in range(copies))]
+    tls = np.zeros(len(copied), dtype=bool) if wrap is None else wrap[sel]
+    Xs = [X]
+    for i in range(copies):
+        c = resized(copied, rng)
+        if i >= copies - WRAPPED and tls.any():
+            c[tls] = wrapped(c[tls], rng)
+        Xs.append(c)
     return (np.vstack(Xs), np.concatenate([y, *([y[sel]] * copies)]),
             np.concatenate([w * share, *([w[sel] / (copies + 1)] * copies)]))
+
+
+# --- TLS wrapping -------------------------------------------------------------------------------
+
+CLIENT_HELLO = (200.0, 650.0)
+"""Range of the ClientHello's payload bytes (uniform)."""
+SERVER_FLIGHT = (900.0, 4500.0)
+"""Range of the server's first flight (ServerHello to its Finished, certificates included), sent
+as SEGMENT-byte segments and a remainder."""
+SEGMENT = 1448
+CLIENT_FINISHED = (60.0, 160.0)
+"""Range of the client's second flight (TLS 1.3: ChangeCipherSpec and Finished; TLS 1.2: the key
+exchange too)."""
+SERVER_FINISHED = (40.0, 300.0)
+"""Range of a TLS 1.2 server's last flight (session ticket, ChangeCipherSpec, Finished), which
+comes before the client's first application data; TLS 1.3 has none there."""
+
+_SIZES = [_I[f"pkt{i:02d}_size"] for i in range(1, SPLT_PACKETS + 1)]
+_GAPS = [_I[f"pkt{i:02d}_gap_ms"] for i in range(2, SPLT_PACKETS + 1)]
+_FIRST = _I["first_n"]
+
+Packet = tuple[int, float, float, bool]
+"""(direction: 0 from the source, 1 from the destination; payload bytes; gap before it, ms; PSH)"""
+
+
+def handshake(rng: np.random.Generator, rtt_ms: float, near: float) -> list[Packet]:
+    """A TLS handshake's packets: the ClientHello first (its gap is left NaN: it takes the one the
+    first message had), then the rest up to the client's first application data; the last entry,
+    of direction -1, is only that message's own gap. `near`: where the capture point lies, as the
+    share of the round trip between a client's packet and the server's answer there (1: beside
+    the client), the rest between a server's packet and the client's answer."""
+    to_server, to_client = near * rtt_ms, (1 - near) * rtt_ms
+    out: list[Packet] = [(0, rng.uniform(*CLIENT_HELLO), np.nan, True)]
+    if rng.uniform() < 0.5:  # the server acknowledges the ClientHello on its own
+        out.append((1, 0.0, to_server, False))
+    flight = rng.uniform(*SERVER_FLIGHT)
+    segments = [float(SEGMENT)] * int(flight // SEGMENT) + [float(flight % SEGMENT or SEGMENT)]
+    for i, size in enumerate(segments):
+        first_gap = (0.0 if out[-1][0] == 1 else to_server) + rng.uniform(0, 2)
+        out.append((1, size, first_gap if i == 0 else rng.uniform(0, 1), i == len(segments) - 1))
+    if rng.uniform() < 0.7:
+        out.append((0, 0.0, to_client + rng.uniform(0, 1), False))
+    out.append((0, rng.uniform(*CLIENT_FINISHED),
+                rng.uniform(0, 3) + (0.0 if out[-1][0] == 0 else to_client), True))
+    if rng.uniform() < 0.5:  # TLS 1.2: the server's last flight before any application data
+        out.append((1, rng.uniform(*SERVER_FINISHED), to_server + rng.uniform(0, 2), True))
+        out.append((-1, 0.0, to_client + rng.uniform(0, 2), False))
+    else:
+        out.append((-1, 0.0, rng.uniform(0, 2), False))
+    return out
+
+
+def _directions(sizes: np.ndarray, present: int) -> np.ndarray:
+    """Directions of a flow's first packets from their signed sizes. A packet without payload has
+    no sign: the TCP handshake is source, destination, source; any other is taken to acknowledge
+    the last payload before it, from the other end."""
+    out = np.where(sizes > 0, 0, 1)[:present]
+    last = 1
+    for i in range(present):
+        if sizes[i] != 0:
+            last = out[i]
+        else:
+            out[i] = (0, 1, 0)[i] if i < 3 else 1 - last
+    return out
+
+
+def _combined(n: float, mean: float, std: float, more: list[float]) -> tuple[float, float, float]:
+    """Size, mean and sample standard deviation of a sample (n, mean, std) with `more` added."""
+    m = len(more)
+    if m == 0:
+        return n, mean, std
+    if not n > 0:
+        n, mean, std = 0.0, 0.0, 0.0
+    total = n + m
+    extra = np.asarray(more, dtype=np.float64)
+    new_mean = (n * mean + extra.sum()) / total
+    m2 = (std * std * (n - 1) if n > 1 else 0.0) + ((extra - new_mean) ** 2).sum() \
+        + n * (mean - new_mean) ** 2
+    return total, new_mean, float(np.sqrt(m2 / (total - 1))) if total > 1 else 0.0
+
+
+def wrapped(X: np.ndarray, rng: np.random.Generator,
+            handshakes: list[list[Packet]] | None = None) -> np.ndarray:
+    """A copy of the `vectorize` matrix X with each row's flow carried in TLS: a handshake
+    (`handshake`, or the given `handshakes`, one per row) is put between the TCP handshake and
+    the first message, and every feature follows (counts, sizes, bytes, gaps, flags, the first
+    packets). The message sizes stay: TLS records' own bytes are `resized`'s offset. Rows that do
+    not hold their connection's start (a SYN, and a first message after the TCP handshake among
+    the first packets) are left as they are."""
+    out = X.astype(np.float64)
+    n = len(out)
+    dirs = np.full((n, SPLT_PACKETS), -1.0)
+    sizes = np.full((n, SPLT_PACKETS), -1.0)
+    gaps = np.full((n, SPLT_PACKETS), -1.0)
+    done = np.zeros(n, dtype=bool)
+    for r in range(n):
+        x = out[r]
+        signed = x[_SIZES]
+        present = int((~np.isnan(signed)).sum())
+        payload = np.nonzero(np.nan_to_num(signed[:present]) != 0)[0]
+        if x[_I["syn_packets"]] <= 0 or not len(payload) or payload[0] < 3:
+            continue
+        p = int(payload[0])
+        d = _directions(signed, present)
+        s = np.abs(signed[:present])
+        g = np.concatenate([[0.0], np.nan_to_num(x[_GAPS][: present - 1])])
+        rtt = float(g[1] + g[2])
+        near = float(g[1]) / rtt if rtt > 0 else 0.5
+        hs = handshakes[r] if handshakes is not None else handshake(rng, rtt, near)
+        inserted = [(hs[0][0], hs[0][1], float(g[p]), hs[0][3]), *hs[1:-1]]
+        tail = hs[-1][2]
+        shift = sum(h[2] for h in inserted[1:]) + tail
+        new_d = np.concatenate([d[:p], [h[0] for h in inserted], d[p:]])
+        new_s = np.concatenate([s[:p], [h[1] for h in inserted], s[p:]])
+        new_g = np.concatenate([g[:p], [h[2] for h in inserted], [tail], g[p + 1:]])
+        _wrap_totals(x, inserted, shift, tail)
+        _wrap_direction_gaps(x, d, g, new_d, new_g, p, len(inserted))
+        k = min(SPLT_PACKETS, len(new_d))
+        dirs[r, :k], sizes[r, :k], gaps[r, :k] = new_d[:k], new_s[:k], new_g[:k]
+        done[r] = True
+    if done.any():
+        blank = np.isnan(out[done][:, list(_PAYLOADS["s2d"] + _PAYLOADS["d2s"])]).all(axis=1)
+        first = np.empty((int(done.sum()), len(FEATURES) - _FIRST))
+        first_packets(dirs[done], sizes[done], gaps[done], first)
+        first[blank, -2 * PAYLOADS_PER_DIRECTION:] = np.nan  # blanked before: stays so
+        out[done, _FIRST:] = first
+    return out.astype(X.dtype)
+
+
+def _wrap_totals(x: np.ndarray, inserted: list[Packet], shift: float, tail: float) -> None:
+    """Counts, sizes, bytes, rates, flags and the gaps between any two packets, in place."""
+    packets = x[_I["packets"]]
+    total = x[_I["bytes"]]
+    share = np.nan_to_num(x[_I["s2d_byte_share"]])
+    own = {"s2d": total * share, "d2s": total * (1 - share)}
+    for i, dname in enumerate(_DIRECTIONS):
+        mine = [h for h in inserted if h[0] == i]
+        count = x[_I[f"{dname}_packets"]]
+        if not mine:
+            continue
+        more = [h[1] for h in mine]
+        psh = np.nan_to_num(x[_I[f"{dname}_psh_ratio"]]) * count + sum(h[3] for h in mine)
+        new_n, mean, std = _combined(count, x[_I[f"{dname}_mean_ps"]], x[_I[f"{dname}_std_ps"]],
+                                     more)
+        low, high = (x[_I[f"{dname}_min_ps"]], x[_I[f"{dname}_max_ps"]]) if count > 0 else \
+            (np.inf, -np.inf)
+        x[_I[f"{dname}_packets"]] = new_n
+        x[_I[f"{dname}_mean_ps"]], x[_I[f"{dname}_std_ps"]] = mean, std
+        x[_I[f"{dname}_min_ps"]], x[_I[f"{dname}_max_ps"]] = min(low, *more), max(high, *more)
+        x[_I[f"{dname}_psh_ratio"]] = psh / new_n
+        own[dname] += sum(more)
+    added = [h[2] for h in inserted[1:]] + [tail]
+    new_packets = packets + len(inserted)
+    _, mean, std = _combined(packets - 1, x[_I["mean_piat_ms"]], x[_I["std_piat_ms"]], added)
+    x[_I["mean_piat_ms"]], x[_I["std_piat_ms"]] = mean, std
+    x[_I["max_piat_ms"]] = max(x[_I["max_piat_ms"]], *added)
+    x[_I["piat_cv"]] = std / mean if mean > 0 else np.nan
+    duration = x[_I["duration_s"]] + shift / 1000.0
+    span = max(duration, 1.0)
+    both = own["s2d"] + own["d2s"]
+    x[_I["duration_s"]], x[_I["packets"]], x[_I["bytes"]] = duration, new_packets, both
+    x[_I["packets_per_min"]] = new_packets * 60.0 / span
+    x[_I["bytes_per_s"]] = both / span
+    x[_I["s2d_packet_share"]] = x[_I["s2d_packets"]] / new_packets
+    x[_I["s2d_byte_share"]] = own["s2d"] / max(both, 1.0)
+
+
+def _wrap_direction_gaps(x: np.ndarray, d: np.ndarray, g: np.ndarray, new_d: np.ndarray,
+                         new_g: np.ndarray, p: int, k: int) -> None:
+    """Each direction's gaps, in place: the gap that spanned the insertion point (from the last
+    packet before it to the first after, as the first packets show them) becomes the gaps
+    through the inserted packets of that direction."""
+    t, new_t = np.cumsum(g), np.cumsum(new_g)
+    for i, dname in enumerate(_DIRECTIONS):
+        before = np.nonzero(d[:p] == i)[0]
+        after = np.nonzero(d[p:] == i)[0]
+        mine = np.nonzero(new_d[p:p + k] == i)[0] + p
+        if not len(mine) or not len(before):
+            continue
+        count = x[_I[f"{dname}_packets"]] - len(mine)  # _wrap_totals counted them already
+        chain = [new_t[before[-1]], *new_t[mine]]
+        removed: list[float] = []
+        if len(after):
+            chain.append(new_t[after[0] + p + k])
+            removed = [t[after[0] + p] - t[before[-1]]]
+        added = list(np.diff(chain))
+        gaps_n = count - 1
+        mean, std = x[_I[f"{dname}_mean_piat_ms"]], x[_I[f"{dname}_std_piat_ms"]]
+        if gaps_n > 0 and removed:
+            # take the spanning gap out of the sample, then add the new ones
+            total, sq = mean * gaps_n, std * std * (gaps_n - 1) + gaps_n * mean * mean
+            total, sq, gaps_n = total - removed[0], sq - removed[0] ** 2, gaps_n - 1
+            mean = total / gaps_n if gaps_n else 0.0
+            var = (sq - gaps_n * mean * mean) / (gaps_n - 1) if gaps_n > 1 else 0.0
+            std = float(np.sqrt(max(var, 0.0)))
+        elif gaps_n <= 0:
+            gaps_n, mean, std = 0, 0.0, 0.0
+        new_n, mean, std = _combined(gaps_n, mean, std, added)
+        x[_I[f"{dname}_mean_piat_ms"]], x[_I[f"{dname}_std_piat_ms"]] = mean, std
+        old_max = x[_I[f"{dname}_max_piat_ms"]]
+        x[_I[f"{dname}_max_piat_ms"]] = max(np.nan_to_num(old_max), *added)

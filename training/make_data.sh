@@ -150,7 +150,9 @@ run v3 push 40 5 0 1500 - 153 --xmrig-share 1 --vardiff-share 1 & wait
 # with message-size augmentation, training/augment.py): XMRig 13 / 9 / 13 of 13 and 13 within 5 s;
 # emulator miners 46 / 46 / 46 and 45 within 5 s; tunnels 59 of 59; benign 1 whole, none live.
 # Leave-one-scenario-out, whole / live: Bitcoin 0.95 / 0.98, Monero 0.93 / 0.87, Ethereum 0.97 /
-# 0.93, TLS mining 0.79 / 0.96, XMRig 0.70 / 0.81.
+# 0.93, TLS mining 0.79 / 0.96, XMRig 0.70 / 0.81. Model 2026.11.24.6 (the same data, the offline
+# booster also learning from copies carried in TLS, augment.wrapped): XMRig 13 / 12 / 13 of 13, the
+# rest as 2026.11.24.5; left out, whole: Bitcoin 0.97, TLS mining 0.89, XMRig 0.79.
 # run held/h1 train 30 5 0 1500 - 181 --xmrig-share 1 --vardiff-share 1 &
 # run held/h2 breadth 10 2 0 1500 - 182 --xmrig-share 1 &
 # run held/h3 push 60 10 0.3 1500 - 183 --vardiff-share 0.5 & wait
