@@ -156,3 +156,14 @@ run v3 push 40 5 0 1500 - 153 --xmrig-share 1 --vardiff-share 1 & wait
 # run held/h1 train 30 5 0 1500 - 181 --xmrig-share 1 --vardiff-share 1 &
 # run held/h2 breadth 10 2 0 1500 - 182 --xmrig-share 1 &
 # run held/h3 push 60 10 0.3 1500 - 183 --vardiff-share 0.5 & wait
+# g1-g2 (training/data/held/, new seeds, never in training): the stunnel-relayed sessions over Go's
+# TLS (g1), half the TLS sessions as TLS 1.2 and half the Monero-style sessions XMRig's (g2).
+# Model 2026.11.24.6 (2026.11.24.5), `python -m training.heldout`: TLS 1.2 miners 5 of 5 whole and
+# live, 3 (1) within 20 packets, 1 flagged live within 5 s (their first windows scored 0.16-0.65
+# against the opening threshold 0.80); XMRig over TLS 1.2 3 of 3 whole and within 20 packets, 1 of
+# 3 live (later windows 0.99 against 0.995); Go TLS miners 3 of 3 whole and live, 1 (0) within 20
+# packets; benign: none of 108 flagged whole or live, 1 of 6 Go TLS sessions within 20 packets
+# (none); our usual programs: miners 33 of 33 whole and live (32 (30) within 20 packets), tunnels
+# 44 of 44. Two at a time: about 12 minutes.
+# run held/g1 train 20 4 0 1500 - 191 --go-tls-share 1 &
+# run held/g2 train 40 5 0.2 1500 - 192 --tls12-share 0.5 --xmrig-share 0.5 & wait
