@@ -119,6 +119,10 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     since_use = metrics["live"]["time_to_detect"]["reverse_tunnel"]["since_first_use"]
     assert since_use["sessions"] == 3
     assert "first_use_s" not in meta.training_data  # per session: kept out of the metadata
+    aug = meta.params["augment"]  # the copies it learnt from, recorded and on the card
+    assert aug["wrapped"] == 2 and aug["not_wrapped"] == list(train.NOT_WRAPPED)
+    card = (tmp_path / "models" / "test-1" / "MODEL.md").read_text()
+    assert "TLS wrapping" in card and "ClientHello 200-650 bytes" in card
 
 
 def test_time_to_detect_counts_tunnels_from_their_first_use_too() -> None:

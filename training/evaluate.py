@@ -197,8 +197,8 @@ def _wrapping(aug: dict[str, Any]) -> list[str]:
         return []
     return [f"- TLS wrapping (`augment.wrapped`): {aug['wrapped']} of those copies of each {kinds} "
             f"row that opens its connection (nDPI not saying {' or '.join(aug['not_wrapped'])}) "
-            "carry the "
-            f"connection in TLS: a handshake (ClientHello {_range(hs['client_hello'])} bytes, "
+            f"carry the connection in TLS: a handshake (ClientHello {_range(hs['client_hello'])} "
+            "bytes, "
             f"server flight {_range(hs['server_flight'])}, client Finished "
             f"{_range(hs['client_finished'])}, a TLS 1.2 server's last flight "
             f"{_range(hs['server_finished'])} or none) before the first message, so that a "
@@ -361,9 +361,9 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "reverse shell in 1.0 (0.89); mining within 20 packets out-of-fold 0.956, XMRig on "
         "held-out runs 12 of 13 (9; below). The rest of the left-out TLS miners are still "
         "judged by their handshake: the lab's own TLS stacks, seen only in benign traffic and "
-        "tunnels when TLS mining is left out, push them to benign. Their first 10 packets (the "
-        "handshake alone) are flagged in 9 of the lab's 1760 benign sessions out-of-fold (none "
-        "before; train.AUGMENTED_VIEWS), within the budget per row.",
+        "tunnels when TLS mining is left out, push them to benign. The first 10 packets of the lab's "
+        "benign TLS sessions (the handshake alone) are flagged in 9 of its 1760 benign sessions "
+        "out-of-fold (none before; train.AUGMENTED_VIEWS), within the budget per row.",
         "- TLS 1.2: the lab runs behind this model speak TLS 1.3 only. On five later runs with half "
         "their TLS sessions served as TLS 1.2 (r28-r32, kept out of training), model 2026.11.23.14 "
         "(r1-r27, emulated miners only) flagged all 23 TLS "

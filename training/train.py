@@ -287,11 +287,11 @@ Ethereum, XMRig, the TLS reverse shell, `ssh -R` in TLS):
   and 0.94, mining within 5 s 0.848 and within 30 s 0.949, tunnels within 5 s 0.842, lab benign
   sessions flagged live 3 of 2000 (9). The live booster takes no TLS copies (AUGMENT_OPENINGS)."""
 AUGMENT_OPENINGS: dict[str, bool] = {"offline": True, "live": False}
+"""Per booster kind: are rows that hold their connection's SYN copied too (AUGMENTED_VIEWS)?"""
 NOT_WRAPPED: tuple[str, ...] = ("TLS", "SSH")
 """nDPI families (features.APP_FAMILIES) whose connections are not carried in TLS in the copies
 (augment.WRAPPED): TLS connections already are; SSH connections wrapped made every synthetic SSH
 in TLS look alike, benign or tunnel, and the tunnel threshold rose to 0.98 (AUGMENTED_VIEWS)."""
-"""Per booster kind: are rows that hold their connection's SYN copied too (AUGMENTED_VIEWS)?"""
 
 
 def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEMBERS) -> lgb.Booster:
