@@ -33,9 +33,9 @@ MAX_CONNECTIONS = 200_000
 _DIRS = ("src2dst", "dst2src")
 
 
-class _Sample:
+class Sample:
     """Size, mean, sum of squared deviations and extremes of a sample that grows by whole
-    sub-samples (Chan et al.'s parallel formulas: the merge is exact)."""
+    sub-samples (Chan et al.'s parallel formulas: the merge is exact), or by single values."""
 
     __slots__ = ("n", "mean", "m2", "min", "max")
 
@@ -60,9 +60,20 @@ class _Sample:
             self.mean, self.m2, self.min, self.max = mean, m2, low, high
         self.n += n
 
-    def gap(self, ms: int) -> None:
-        """Add one interval: the gap between two windows."""
+    def gap(self, ms: float) -> None:
+        """Add one value (here: the gap between two windows)."""
         self.add(1, float(ms), 0.0, ms, ms)
+
+    def remove(self, value: float) -> None:
+        """Take one value back out (adding it undone; the extremes stay). Training's TLS copies
+        (training.augment.wrapped) split a gap in two this way."""
+        if self.n <= 1:
+            self.n, self.mean, self.m2 = 0, 0.0, 0.0
+            return
+        n = self.n - 1
+        mean = (self.n * self.mean - value) / n
+        self.m2 = max(self.m2 - (value - self.mean) * (value - mean), 0.0)
+        self.n, self.mean = n, mean
 
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
@@ -76,7 +87,7 @@ class _Direction:
 
     def __init__(self) -> None:
         self.bytes = self.first = self.last = 0
-        self.ps, self.piat = _Sample(), _Sample()
+        self.ps, self.piat = Sample(), Sample()
         self.syn = self.psh = self.rst = self.fin = 0
 
     def add(self, w: Any, d: str) -> None:
@@ -123,7 +134,7 @@ class _Connection:
         self.protocol = w.protocol
         self.first = self.last = w.bidirectional_first_seen_ms
         self.dirs = (_Direction(), _Direction())
-        self.piat = _Sample()  # gaps between packets, either direction
+        self.piat = Sample()  # gaps between packets, either direction
         self.application_name, self.application_is_guessed = "Unknown", 0
         self.splt_direction: list[int] = []
         self.splt_ps: list[int] = []

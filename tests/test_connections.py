@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flowguard.capture import CaptureOptions, live_options, read_flows
-from flowguard.connections import ConnectionTracker, connection_key
+from flowguard.connections import ConnectionTracker, Sample, connection_key
 from flowguard.errors import ConfigError
 from flowguard.features import FEATURES, vectorize
 from flowguard.live import LivePipeline, LiveSource
@@ -75,6 +75,24 @@ def window(first: int, last: int, src: tuple[str, int] = ("10.0.0.1", 40000)) ->
                   f"{d}_stddev_piat_ms": 0.0, f"{d}_max_piat_ms": 0}
         attrs |= {f"{d}_{flag}_packets": 0 for flag in ("syn", "psh", "rst", "fin")}
     return SimpleNamespace(**attrs)
+
+
+def test_a_sample_merges_exactly_and_a_value_taken_out_undoes_its_adding() -> None:
+    values = np.array([3.0, 40.0, 7.5, 900.0, 12.0, 0.0, 61.0])
+    sample = Sample()
+    sample.add(4, values[:4].mean(), values[:4].std(ddof=1), values[:4].min(), values[:4].max())
+    for v in values[4:]:
+        sample.gap(v)
+    assert sample.n == 7 and np.isclose(sample.mean, values.mean())
+    assert np.isclose(sample.std(), values.std(ddof=1))
+    sample.remove(900.0)
+    rest = np.delete(values, 3)
+    assert sample.n == 6 and np.isclose(sample.mean, rest.mean())
+    assert np.isclose(sample.std(), rest.std(ddof=1))
+    one = Sample()
+    one.gap(5.0)
+    one.remove(5.0)
+    assert (one.n, one.mean, one.std()) == (0, 0.0, 0.0)
 
 
 def test_tracker_forgets_quiet_connections_and_keeps_at_most_its_limit() -> None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowguard.connections import Sample
 from flowguard.features import (
     FEATURES,
     PAYLOADS_PER_DIRECTION,
@@ -208,19 +209,15 @@ def _directions(sizes: np.ndarray, present: int) -> np.ndarray:
     return out
 
 
-def _combined(n: float, mean: float, std: float, more: list[float]) -> tuple[float, float, float]:
-    """Size, mean and sample standard deviation of a sample (n, mean, std) with `more` added."""
-    m = len(more)
-    if m == 0:
-        return n, mean, std
-    if not n > 0:
-        n, mean, std = 0.0, 0.0, 0.0
-    total = n + m
-    extra = np.asarray(more, dtype=np.float64)
-    new_mean = (n * mean + extra.sum()) / total
-    m2 = (std * std * (n - 1) if n > 1 else 0.0) + ((extra - new_mean) ** 2).sum() \
-        + n * (mean - new_mean) ** 2
-    return total, new_mean, float(np.sqrt(m2 / (total - 1))) if total > 1 else 0.0
+def _sample(n: int, mean: float, std: float, low: float, high: float,
+            more: list[float]) -> Sample:
+    """A sample as nfstream reports one (size, mean, sample deviation, extremes; none where n is
+    0 or less) with the values `more` added one by one."""
+    out = Sample()
+    out.add(n, mean, std, low, high)
+    for v in more:
+        out.gap(v)
+    return out
 
 
 def wrapped(X: np.ndarray, rng: np.random.Generator,
@@ -253,11 +250,10 @@ def wrapped(X: np.ndarray, rng: np.random.Generator,
         hs = handshakes[r] if handshakes is not None else handshake(rng, rtt, near)
         inserted = [(hs[0][0], hs[0][1], float(g[p]), hs[0][3]), *hs[1:-1]]
         tail = hs[-1][2]
-        shift = sum(h[2] for h in inserted[1:]) + tail
         new_d = np.concatenate([d[:p], [h[0] for h in inserted], d[p:]])
         new_s = np.concatenate([s[:p], [h[1] for h in inserted], s[p:]])
         new_g = np.concatenate([g[:p], [h[2] for h in inserted], [tail], g[p + 1:]])
-        _wrap_totals(x, inserted, shift, tail)
+        _wrap_totals(x, inserted, tail)
         _wrap_direction_gaps(x, d, g, new_d, new_g, p, len(inserted))
         k = min(SPLT_PACKETS, len(new_d))
         dirs[r, :k], sizes[r, :k], gaps[r, :k] = new_d[:k], new_s[:k], new_g[:k]
@@ -271,35 +267,36 @@ def wrapped(X: np.ndarray, rng: np.random.Generator,
     return out.astype(X.dtype)
 
 
-def _wrap_totals(x: np.ndarray, inserted: list[Packet], shift: float, tail: float) -> None:
-    """Counts, sizes, bytes, rates, flags and the gaps between any two packets, in place."""
+def _wrap_totals(x: np.ndarray, inserted: list[Packet], tail: float) -> None:
+    """Counts, sizes, bytes, rates, flags and the gaps between any two packets, in place: the
+    ClientHello takes the first message's gap, the other inserted packets and the first message
+    (`tail`) add theirs."""
     packets = x[_I["packets"]]
     total = x[_I["bytes"]]
     share = np.nan_to_num(x[_I["s2d_byte_share"]])
     own = {"s2d": total * share, "d2s": total * (1 - share)}
     for i, dname in enumerate(_DIRECTIONS):
         mine = [h for h in inserted if h[0] == i]
-        count = x[_I[f"{dname}_packets"]]
         if not mine:
             continue
+        count = x[_I[f"{dname}_packets"]]
         more = [h[1] for h in mine]
         psh = np.nan_to_num(x[_I[f"{dname}_psh_ratio"]]) * count + sum(h[3] for h in mine)
-        new_n, mean, std = _combined(count, x[_I[f"{dname}_mean_ps"]], x[_I[f"{dname}_std_ps"]],
-                                     more)
-        low, high = (x[_I[f"{dname}_min_ps"]], x[_I[f"{dname}_max_ps"]]) if count > 0 else \
-            (np.inf, -np.inf)
-        x[_I[f"{dname}_packets"]] = new_n
-        x[_I[f"{dname}_mean_ps"]], x[_I[f"{dname}_std_ps"]] = mean, std
-        x[_I[f"{dname}_min_ps"]], x[_I[f"{dname}_max_ps"]] = min(low, *more), max(high, *more)
-        x[_I[f"{dname}_psh_ratio"]] = psh / new_n
+        ps = _sample(count, x[_I[f"{dname}_mean_ps"]], x[_I[f"{dname}_std_ps"]],
+                     x[_I[f"{dname}_min_ps"]], x[_I[f"{dname}_max_ps"]], more)
+        x[_I[f"{dname}_packets"]] = ps.n
+        x[_I[f"{dname}_mean_ps"]], x[_I[f"{dname}_std_ps"]] = ps.mean, ps.std()
+        x[_I[f"{dname}_min_ps"]], x[_I[f"{dname}_max_ps"]] = ps.min, ps.max
+        x[_I[f"{dname}_psh_ratio"]] = psh / ps.n
         own[dname] += sum(more)
     added = [h[2] for h in inserted[1:]] + [tail]
     new_packets = packets + len(inserted)
-    _, mean, std = _combined(packets - 1, x[_I["mean_piat_ms"]], x[_I["std_piat_ms"]], added)
-    x[_I["mean_piat_ms"]], x[_I["std_piat_ms"]] = mean, std
-    x[_I["max_piat_ms"]] = max(x[_I["max_piat_ms"]], *added)
-    x[_I["piat_cv"]] = std / mean if mean > 0 else np.nan
-    duration = x[_I["duration_s"]] + shift / 1000.0
+    piat = _sample(packets - 1, x[_I["mean_piat_ms"]], x[_I["std_piat_ms"]], 0.0,
+                   x[_I["max_piat_ms"]], added)
+    x[_I["mean_piat_ms"]], x[_I["std_piat_ms"]], x[_I["max_piat_ms"]] = \
+        piat.mean, piat.std(), piat.max
+    x[_I["piat_cv"]] = piat.std() / piat.mean if piat.mean > 0 else np.nan
+    duration = x[_I["duration_s"]] + sum(added) / 1000.0
     span = max(duration, 1.0)
     both = own["s2d"] + own["d2s"]
     x[_I["duration_s"]], x[_I["packets"]], x[_I["bytes"]] = duration, new_packets, both
@@ -323,23 +320,12 @@ def _wrap_direction_gaps(x: np.ndarray, d: np.ndarray, g: np.ndarray, new_d: np.
             continue
         count = x[_I[f"{dname}_packets"]] - len(mine)  # _wrap_totals counted them already
         chain = [new_t[before[-1]], *new_t[mine]]
-        removed: list[float] = []
+        piat = _sample(count - 1, x[_I[f"{dname}_mean_piat_ms"]], x[_I[f"{dname}_std_piat_ms"]],
+                       0.0, np.nan_to_num(x[_I[f"{dname}_max_piat_ms"]]), [])
         if len(after):
             chain.append(new_t[after[0] + p + k])
-            removed = [t[after[0] + p] - t[before[-1]]]
-        added = list(np.diff(chain))
-        gaps_n = count - 1
-        mean, std = x[_I[f"{dname}_mean_piat_ms"]], x[_I[f"{dname}_std_piat_ms"]]
-        if gaps_n > 0 and removed:
-            # take the spanning gap out of the sample, then add the new ones
-            total, sq = mean * gaps_n, std * std * (gaps_n - 1) + gaps_n * mean * mean
-            total, sq, gaps_n = total - removed[0], sq - removed[0] ** 2, gaps_n - 1
-            mean = total / gaps_n if gaps_n else 0.0
-            var = (sq - gaps_n * mean * mean) / (gaps_n - 1) if gaps_n > 1 else 0.0
-            std = float(np.sqrt(max(var, 0.0)))
-        elif gaps_n <= 0:
-            gaps_n, mean, std = 0, 0.0, 0.0
-        new_n, mean, std = _combined(gaps_n, mean, std, added)
-        x[_I[f"{dname}_mean_piat_ms"]], x[_I[f"{dname}_std_piat_ms"]] = mean, std
-        old_max = x[_I[f"{dname}_max_piat_ms"]]
-        x[_I[f"{dname}_max_piat_ms"]] = max(np.nan_to_num(old_max), *added)
+            piat.remove(t[after[0] + p] - t[before[-1]])  # the gap that spanned the insertion
+        for gap in np.diff(chain):
+            piat.gap(gap)
+        x[_I[f"{dname}_mean_piat_ms"]], x[_I[f"{dname}_std_piat_ms"]] = piat.mean, piat.std()
+        x[_I[f"{dname}_max_piat_ms"]] = piat.max
