@@ -36,7 +36,7 @@ def test_capture_is_whole_and_labelled(smoke_run: Path) -> None:
     assert info.complete and info.packets > 100
     labels = json.loads((smoke_run / "labels.json").read_text())
     families = Counter(s["label"] for s in labels["sessions"])
-    assert families == {"stratum_mining": 2, "reverse_tunnel": 1, "benign": 4}
+    assert families == {"stratum_mining": 2, "reverse_tunnel": 1, "benign": 5}
     # each mining session's pool gave its account of it: the miner connected and was sent work
     pools = [s.get("pool") for s in labels["sessions"] if s["label"] == "stratum_mining"]
     assert all(p and p["connections"] >= 1 and p["jobs"] >= 1 for p in pools), pools
@@ -52,6 +52,10 @@ def test_every_conversation_made_flows(smoke_run: Path) -> None:
     # real protocols on the wire: nDPI recognises them
     assert by_scenario["mining-btc-clear"].application_name == "Mining"
     assert by_scenario["https-curl"].application_name.startswith("TLS")
+    # unused pre-connections: a handshake (and one small request), then a close, each short
+    preconnect = [f for f, t in zip(flows, tags, strict=True) if t[2] == "tls-preconnect"]
+    assert len(preconnect) == 2 and all(f.application_name.startswith("TLS") for f in preconnect)
+    assert all(6 <= f.bidirectional_packets < 30 for f in preconnect)
     tunnel = next(f for f, t in zip(flows, tags, strict=True) if t[0] == "reverse_tunnel")
     assert tunnel.application_name == "SSH"
     # the tunnel was used from outside: keystrokes and echoes came through it

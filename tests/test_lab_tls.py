@@ -159,3 +159,44 @@ def test_heldout_variant_names() -> None:
     assert variant({"tls_max": "1.2"}) == "tls1.2"
     assert variant({"tls_relay": "go"}) == "go"
     assert variant({"tls_relay": "go", "tls_max": "1.2"}) == "go+tls1.2"
+
+
+def test_nginx_serves_tls13_and_a_tls12_listener(tmp_path: Path, cert: tuple[str, str]) -> None:
+    """nginx 1.22 agrees to TLS 1.2 at most unless told otherwise: the lab's main listener must
+    offer TLS 1.3 as well, and its TLS 1.2 listener only TLS 1.2."""
+    from training.lab.run import nginx_conf
+
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx test skipped: no `nginx` (scripts/bootstrap.sh installs it as root)")
+    for sub in ("tls", "files", "nginx"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(cert[0], tmp_path / "tls" / "cert.pem")
+    shutil.copy(cert[1], tmp_path / "tls" / "key.pem")
+    main, capped = free_port(), free_port()
+    conf = tmp_path / "nginx" / "nginx.conf"
+    conf.write_text(nginx_conf(tmp_path, f"127.0.0.1:{main}", f"127.0.0.1:{capped}"))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path / "nginx")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert negotiated(main) == "TLSv1.3"
+        assert negotiated(capped) == "TLSv1.2"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_handshakes_plan_adds_unused_tls_connections_last() -> None:
+    """`handshakes` runs TLS pre-connections (a handshake, held idle or not, sometimes one request,
+    then a close) beside mining and tunnels over TLS; drawn after every other family, so the other
+    plans draw as before. They speak TLS, so `--tls12-share` can cap them."""
+    sessions = plan("handshakes", random.Random(211), 600, "rx")
+    pre = [s for s in sessions if s.scenario == "tls-preconnect"]
+    assert len(pre) == 20 and sessions[-len(pre):] == pre
+    assert all(s.label == "benign" and uses_tls(s) for s in pre)
+    probes = [p for s in pre for p in s.params["probes"]]  # type: ignore[attr-defined]
+    assert all(2 <= len(s.params["probes"]) <= 8 for s in pre)  # type: ignore[arg-type]
+    assert all(0 <= hold <= 90 for hold, _ in probes) and {used for _, used in probes} == {True, False}
+    assert any(hold == 0 for hold, _ in probes) and any(hold > 60 for hold, _ in probes)
+    assert {s.label for s in sessions} == {"stratum_mining", "reverse_tunnel", "benign"}
+    for kind in ("train", "breadth", "lan", "shells", "push"):
+        assert not any(s.scenario == "tls-preconnect" for s in plan(kind, random.Random(1), 600, "rx"))

@@ -47,6 +47,7 @@ from training.lab.scenarios import (
     reverse_tunnel,
     reverse_wstunnel,
     ssh_transfer,
+    tls_preconnect,
     uses_stunnel,
     uses_tls,
 )
@@ -91,7 +92,9 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     """The sessions of one run. `smoke`: one of each family, short; `train`: many, varied; `breadth`:
     more tools and look-alikes; `lan`: mining and its look-alikes, faster jobs (for a direct link);
     `shells`: reverse shells over plain TCP too, beside the other tunnels and interactive look-alikes;
-    `push`: push-notification channels beside mining; `samples`: the fixed sessions behind pcaps/."""
+    `push`: push-notification channels beside mining; `handshakes`: TLS connections that are
+    little more than a handshake (pre-connections, health checks) beside mining, tunnels and
+    look-alikes over TLS; `samples`: the fixed sessions behind pcaps/."""
     if kind == "samples":
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
         other = {"ssh-interactive": interactive_ssh, "https-curl": https}
@@ -102,7 +105,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
             for i, (name, scen, label, params) in enumerate(SAMPLES)
         ]
     counts = {
-        "smoke": {"mining": 2, "tunnel": 1, "ssh": 1, "copy": 1, "https": 1, "app": 1},
+        "smoke": {"mining": 2, "tunnel": 1, "ssh": 1, "copy": 1, "https": 1, "app": 1, "preconnect": 1},
         "train": {"mining": 24, "tunnel": 22, "ssh": 14, "copy": 10, "https": 12, "app": 18},
         # the wider lab of the "Detection quality" issue: every family, more tools and look-alikes
         "breadth": {"mining": 15, "nat": 5, "tunnel": 10, "socks": 5, "ssh_tls": 5, "shell_tls": 5,
@@ -121,6 +124,11 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         # in shape the quietest look-alike of stratum, beside mining over the same transports
         "push": {"mining": 15, "tunnel": 6, "ssh": 6, "copy": 2, "https": 4, "mqtt": 4, "app": 9,
                  "push": 24},
+        # TLS connections opened and then barely used or not at all (browsers' pre-connections,
+        # health checks, scanners): a handshake, the session tickets and a close, which a short
+        # login to a pool resembles; beside mining, tunnels and look-alikes over TLS
+        "handshakes": {"mining": 12, "tunnel": 4, "ssh_tls": 3, "shell_tls": 3, "wstunnel": 3,
+                       "ssh": 4, "copy": 2, "https": 6, "app": 9, "push": 6, "preconnect": 20},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -209,6 +217,12 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         add(f"push-{TLS_NAMES[tls]}", "benign", app_pair, kind="push", tls=tls,
             port=any_port((5223, 5228, 443, 8883)), heartbeat_s=round(rng.uniform(20, 200)),
             notify_s=round(rng.uniform(30, 300)))
+    for _ in range(counts.get("preconnect", 0)):  # after the families above: their draws are unchanged
+        probes = [(round(rng.choice((0.0, rng.uniform(0.5, 10), rng.uniform(10, 90))), 1),
+                   rng.random() < 0.3) for _ in range(rng.randint(2, 8))]
+        if kind == "smoke":  # one closed at once, one used after a pause: both fit a short run
+            probes = [(0.0, False), (2.0, True)]
+        add("tls-preconnect", "benign", tls_preconnect, probes=probes)
     return sessions
 
 
@@ -247,7 +261,18 @@ def prepare(lab: Lab) -> None:
     run([*git, "push", "-q", str(d / "repo.git"), "HEAD:refs/heads/main"], check=True, capture_output=True)
     nginx = d / "nginx"
     conf = nginx / "nginx.conf"
-    conf.write_text(f"""daemon off; worker_processes 1; user root; pid {nginx}/nginx.pid;
+    conf.write_text(nginx_conf(d, f"{lab.topo.outside_ip(250)}:443",
+                               f"{lab.topo.outside_ip(NGINX_TLS12_HOST)}:443"))
+    lab.topo.spawn("out", ["nginx", "-c", str(conf), "-p", str(nginx)], "nginx")
+
+
+def nginx_conf(workdir: Path, listen: str, listen_tls12: str) -> str:
+    """nginx's configuration: `workdir`'s files over HTTPS on `listen` (TLS 1.2 or 1.3, as the
+    client prefers) and on `listen_tls12` (TLS 1.2 at most). nginx 1.22 (Debian 12) agrees to
+    TLS 1.2 at most unless told otherwise: runs r1-r27 and x1-x6, v1-v3 were made so, and their
+    nginx sessions (`https-curl`, `https-long-download`) all speak TLS 1.2."""
+    d, nginx = workdir, workdir / "nginx"
+    return f"""daemon off; worker_processes 1; user root; pid {nginx}/nginx.pid;
 error_log {nginx}/error.log warn;
 events {{ worker_connections 512; }}
 http {{
@@ -255,19 +280,19 @@ http {{
   client_body_temp_path {nginx}/body; proxy_temp_path {nginx}/proxy;
   fastcgi_temp_path {nginx}/fcgi; uwsgi_temp_path {nginx}/uwsgi; scgi_temp_path {nginx}/scgi;
   server {{
-    listen {lab.topo.outside_ip(250)}:443 ssl; server_name _;
+    listen {listen} ssl; server_name _;
     ssl_certificate {d}/tls/cert.pem; ssl_certificate_key {d}/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
     root {d}/files;
   }}
   server {{
-    listen {lab.topo.outside_ip(NGINX_TLS12_HOST)}:443 ssl; server_name _;
+    listen {listen_tls12} ssl; server_name _;
     ssl_certificate {d}/tls/cert.pem; ssl_certificate_key {d}/tls/key.pem;
     ssl_protocols TLSv1.2;
     root {d}/files;
   }}
 }}
-""")
-    lab.topo.spawn("out", ["nginx", "-c", str(conf), "-p", str(nginx)], "nginx")
+"""
 
 
 def _mark(sessions: list[Session], share: float, option: str, select: Callable[[Session], bool],
@@ -444,7 +469,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
-    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "push", "samples"),
+    ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "push", "handshakes",
+                                        "samples"),
                     default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")

@@ -181,7 +181,7 @@ NGINX_TLS12_HOST = 249
 
 def uses_tls(s: Session) -> bool:
     """Whether the session's server speaks TLS (its own, stunnel's, socat's or nginx's)."""
-    if s.body in (https, long_download, reverse_ssh_stunnel):
+    if s.body in (https, long_download, reverse_ssh_stunnel, tls_preconnect):
         return True
     if s.body is reverse_shell:
         return bool(s.params.get("tls", True))
@@ -420,6 +420,39 @@ def https(lab: Lab, s: Session) -> None:
             argv += ["-o", "/dev/null", f"https://{server}/f{size}"]
         lab.topo.run("in", *argv, check=False)
         t = time.monotonic() - lab.t0 + lab.rng.uniform(2, 30)
+
+
+FIRST_FILE = 3_000
+"""The smallest file `prepare` serves (run.FILE_SIZES[0]): what a used pre-connection fetches."""
+PRECONNECT_GROUPS = ("X25519", "P-256", "P-384", "X25519:P-256", "X448")
+"""Key-exchange groups an unused connection's ClientHello offers (its key share's size varies)."""
+
+
+def tls_preconnect(lab: Lab, s: Session) -> None:
+    """TLS connections opened and then barely used, or not at all, as browsers' speculative
+    pre-connections, load balancers' health checks and certificate scanners make them: OpenSSL's
+    `s_client` completes a handshake with nginx, holds the connection idle (or not at all), then
+    closes it or sends one small request first; nginx closes one that waits too long. Each
+    connection is a handshake, the server's session tickets and a close: a pool's first answer
+    comes right after a handshake too, so a model that saw handshakes only before real traffic
+    could take the tickets for one. `probes`: (seconds held, whether a request follows) per
+    connection, a few seconds to a minute apart."""
+    client = lab.hosts()[0]
+    server = lab.topo.outside_ip(NGINX_TLS12_HOST if tls12(s) else 250)
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, 443))
+    rng = random.Random(int(s.params["seed"]))  # type: ignore[call-overload]
+    t = s.start
+    for hold, used in s.params["probes"]:  # type: ignore[attr-defined]
+        if not lab.sleep_until(t):
+            return
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 30)))
+        argv = ["openssl", "s_client", "-connect", f"{server}:443", "-bind", f"{client}:0",
+                "-servername", f"{name}.example.net", "-groups", rng.choice(PRECONNECT_GROUPS)]
+        request = (f"printf 'GET /f{FIRST_FILE} HTTP/1.1\\r\\nHost: {name}.example.net\\r\\n"
+                   "Connection: close\\r\\n\\r\\n'; sleep 2;") if used else ""
+        lab.topo.run("in", "sh", "-c", f"(sleep {hold:.1f}; {request}) | {quote(argv)} >/dev/null 2>&1",
+                     check=False)
+        t = time.monotonic() - lab.t0 + rng.uniform(3, 60)
 
 
 def app_pair(lab: Lab, s: Session) -> None:
