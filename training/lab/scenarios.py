@@ -176,7 +176,8 @@ def py(module: str, *args: object) -> list[str]:
 
 
 NGINX_TLS12_HOST = 249
-"""The outside host number of nginx's TLS 1.2 listener (its TLS 1.3 one is 250)."""
+"""The outside host number of nginx's TLS 1.2 listener (the other one, 250, offers TLS 1.2 and 1.3:
+run.nginx_conf)."""
 
 
 def uses_tls(s: Session) -> bool:
