@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LAB_PACKAGES="tcpdump openssh-server openssh-client autossh dropbear-bin nginx-light stunnel4 socat nftables iproute2 ethtool openssl curl git rsync mosquitto mosquitto-clients tcpreplay golang-go"
+LAB_PACKAGES="tcpdump openssh-server openssh-client autossh dropbear-bin nginx-light stunnel4 socat nftables iproute2 ethtool openssl curl git rsync mosquitto mosquitto-clients tcpreplay golang-go prosody"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""

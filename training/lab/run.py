@@ -34,6 +34,7 @@ from training.lab.scenarios import (
     app_pair,
     as_dict,
     build_gotls,
+    chat,
     file_copy,
     https,
     interactive_ssh,
@@ -94,7 +95,8 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     `shells`: reverse shells over plain TCP too, beside the other tunnels and interactive look-alikes;
     `push`: push-notification channels beside mining; `handshakes`: TLS connections that are
     little more than a handshake (pre-connections, health checks) beside mining, tunnels and
-    look-alikes over TLS; `samples`: the fixed sessions behind pcaps/."""
+    look-alikes over TLS; `messaging`: XMPP chat (prosody) and push channels beside mining;
+    `samples`: the fixed sessions behind pcaps/."""
     if kind == "samples":
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
         other = {"ssh-interactive": interactive_ssh, "https-curl": https}
@@ -129,6 +131,10 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         # login to a pool resembles; beside mining, tunnels and look-alikes over TLS
         "handshakes": {"mining": 12, "tunnel": 4, "ssh_tls": 3, "shell_tls": 3, "wstunnel": 3,
                        "ssh": 4, "copy": 2, "https": 6, "app": 9, "push": 6, "preconnect": 20},
+        # XMPP chat (prosody, slixmpp): messages seconds to minutes apart, presence, keepalive
+        # pings, over STARTTLS or in the clear; the corpus's XMPP flows score close to mining
+        "messaging": {"mining": 12, "tunnel": 4, "ssh": 4, "copy": 2, "https": 4, "app": 6,
+                      "push": 8, "chat": 20},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -223,6 +229,11 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         if kind == "smoke":  # one closed at once, one used after a pause: both fit a short run
             probes = [(0.0, False), (2.0, True)]
         add("tls-preconnect", "benign", tls_preconnect, probes=probes)
+    for _ in range(counts.get("chat", 0)):  # last: the other plans draw as before
+        tls = rng.random() < 0.6
+        add(f"chat-{'tls' if tls else 'clear'}", "benign", chat, tls=tls,
+            port=any_port((5222, 5222, 443, 5223)), gap_s=round(rng.uniform(8, 180)),
+            ping_s=rng.choice((30, 60, 120, 300)))
     return sessions
 
 
@@ -470,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
     ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "push", "handshakes",
-                                        "samples"),
+                                        "messaging", "samples"),
                     default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")

@@ -456,6 +456,40 @@ def tls_preconnect(lab: Lab, s: Session) -> None:
         t = time.monotonic() - lab.t0 + rng.uniform(3, 60)
 
 
+def chat(lab: Lab, s: Session) -> None:
+    """XMPP chat (training/lab/chat.py): prosody outside, a slixmpp client on the inside host that
+    chats with a peer beside the server (only the inside connection crosses the router): a login,
+    presence, messages seconds to minutes apart, keepalive pings. tls: STARTTLS or none."""
+    from training.lab.chat import prosody_config, register
+
+    client, server = lab.hosts()
+    p = s.params
+    port = int(p["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    work = lab.dir / "chat" / s.id
+    work.mkdir(parents=True, exist_ok=True)
+    domain = f"{s.id.replace('-', '')}.example.net"
+    config = work / "prosody.cfg.lua"
+    config.write_text(prosody_config(work, server, port, domain, lab.cert(s) if p["tls"] else None,
+                                     tls12(s)))
+    password = f"pw-{p['seed']}"
+    for user in ("me", "peer"):
+        register(config, f"{user}@{domain}", password)
+    lab.topo.spawn("out", ["prosody", "--config", str(config)], f"{s.id}-prosody")
+    if not lab.sleep_until(s.start):
+        return
+    duration = round(max(lab.remaining() - 4, 5))
+    common = ["--password", password, "--server", f"{server}:{port}", "--duration", duration,
+              "--ping", p["ping_s"]]
+    lab.topo.spawn("out", py("training.lab.chat", "client", "--jid", f"peer@{domain}",
+                             "--peer", f"me@{domain}", "--mean-gap", round(3 * float(p["gap_s"])),  # type: ignore[arg-type]
+                             "--replies", "--seed", int(p["seed"]) + 1, *common), f"{s.id}-peer")  # type: ignore[call-overload]
+    time.sleep(1)
+    lab.topo.spawn("in", py("training.lab.chat", "client", "--jid", f"me@{domain}", "--peer",
+                            f"peer@{domain}", "--bind", client, "--mean-gap", p["gap_s"],
+                            "--seed", p["seed"], *common), f"{s.id}-client")
+
+
 def app_pair(lab: Lab, s: Session) -> None:
     """A long-lived benign app: WebSocket heartbeats, HTTP long-poll, JSON-RPC polling, or a
     push-notification channel. tls: False, True (Python ssl) or "stunnel"."""

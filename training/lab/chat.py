@@ -1,0 +1,160 @@
+"""XMPP chat for the lab: a prosody server and slixmpp clients that chat as people do.
+
+    python -m training.lab.chat client --jid alice@chat.example.net --password pw \
+        --server 10.1.3.9:5222 --peer bob@chat.example.net --bind 10.1.1.20 --duration 300 --seed 1
+
+A chat connection is stratum's look-alike among messengers (the nDPI corpus's XMPP flows scored
+close to mining): one long-lived TCP connection (STARTTLS or not), a login exchange, then small
+messages both ways minutes or seconds apart, presence updates, and keepalives (XEP-0199 pings and
+whitespace). The inside client talks to the outside server; its peer sits beside the server, so
+only the inside connection crosses the router. `prosody_config` writes the server's configuration
+and `register` its accounts (prosodyctl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import random
+import ssl
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import slixmpp
+
+
+def prosody_config(workdir: Path, listen: str, port: int, domain: str,
+                   tls: tuple[Path, Path] | None, tls12: bool = False) -> str:
+    """prosody's configuration: client connections on `listen`:`port` for `domain`, STARTTLS
+    required with the certificate and key `tls` (TLS 1.2 only with `tls12`), or none offered.
+    No server-to-server links."""
+    certs = workdir / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    lines = [
+        "run_as_root = true", "daemonize = false", f'pidfile = "{workdir}/prosody.pid"',
+        f'data_path = "{workdir}/data"', f'certificates = "{certs}"',
+        f'log = {{ info = "{workdir}/prosody.log"; error = "{workdir}/prosody.err" }}',
+        'modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "private"; '
+        '"vcard"; "carbons" }',
+        'modules_disabled = { "s2s" }', f"c2s_ports = {{ {port} }}", f'c2s_interfaces = {{ "{listen}" }}',
+        "s2s_ports = { }", 'authentication = "internal_hashed"',
+        f"c2s_require_encryption = {'true' if tls else 'false'}",
+        f"allow_unencrypted_plain_auth = {'false' if tls else 'true'}",
+        f'VirtualHost "{domain}"',
+    ]
+    if tls:
+        version = '; protocol = "tlsv1_2"' if tls12 else ""
+        lines.append(f'  ssl = {{ certificate = "{tls[0]}"; key = "{tls[1]}"{version} }}')
+    else:
+        lines.append("  modules_disabled = { \"tls\" }")
+    return "\n".join(lines) + "\n"
+
+
+def register(config: Path, jid: str, password: str) -> None:
+    """Create the account `jid` on the prosody whose configuration is `config`."""
+    user, domain = jid.split("@")
+    subprocess.run(["prosodyctl", "--config", str(config), "register", user, domain, password],
+                   check=True, capture_output=True)
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(1, 9)))
+                    for _ in range(n))
+
+
+class Chatter(slixmpp.ClientXMPP):
+    """A person at a chat client: presence, then messages to `peer` now and then (a burst of a
+    few lines, or one), a status change now and then, answers to what the peer says when `replies`;
+    keepalive pings every `ping_s`."""
+
+    def __init__(self, jid: str, password: str, peer: str, rng: random.Random, end: float,
+                 mean_gap_s: float, replies: bool) -> None:
+        # without STARTTLS (a server that offers none), SCRAM or PLAIN in the clear, as old clients
+        super().__init__(jid, password, plugin_config={"feature_mechanisms": {
+            "unencrypted_scram": True, "unencrypted_plain": True}})
+        self.peer, self.rng, self.end, self.mean_gap_s, self.replies = peer, rng, end, mean_gap_s, replies
+        self.sent = self.received_count = 0
+        self.add_event_handler("session_start", self.start)
+        self.add_event_handler("message", self.received)
+
+    async def start(self, event: object) -> None:
+        self.send_presence()
+        await self.get_roster()
+        asyncio.ensure_future(self.talk())
+
+    async def talk(self) -> None:
+        while time.monotonic() < self.end:
+            gap = self.rng.expovariate(1 / self.mean_gap_s)
+            await asyncio.sleep(min(gap, max(self.end - time.monotonic(), 0)))
+            if time.monotonic() >= self.end:
+                break
+            if self.rng.random() < 0.15:
+                self.send_presence(pshow=self.rng.choice(("away", "chat", "dnd", "xa")),
+                                   pstatus=_words(self.rng, self.rng.randint(0, 6)))
+                continue
+            for _ in range(self.rng.choice((1, 1, 1, 2, 3))):
+                self.send_message(mto=slixmpp.JID(self.peer), mbody=_words(self.rng, self.rng.randint(1, 40)),
+                                  mtype="chat")
+                self.sent += 1
+                await asyncio.sleep(self.rng.uniform(0.5, 6))
+        self.disconnect()
+
+    def received(self, msg: slixmpp.Message) -> None:
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            self.received_count += 1
+        if self.replies and msg["type"] in ("chat", "normal") and self.rng.random() < 0.6:
+            delay = self.rng.uniform(1, 20)
+            self.loop.call_later(delay, functools.partial(
+                self.send_message, mto=msg["from"].bare,
+                mbody=_words(self.rng, self.rng.randint(1, 30)), mtype="chat"))
+
+
+def run_client(a: argparse.Namespace) -> int:
+    host, port = a.server.rsplit(":", 1)
+    rng = random.Random(a.seed)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if a.bind:  # the session's own inside address (slixmpp has no option for it)
+        loop.create_connection = functools.partial(loop.create_connection,  # type: ignore[method-assign]
+                                                   local_addr=(a.bind, 0))
+    xmpp = Chatter(a.jid, a.password, a.peer, rng, time.monotonic() + a.duration, a.mean_gap, a.replies)
+    xmpp.enable_direct_tls = False  # STARTTLS on the one connection (no XEP-0368 attempt first)
+    xmpp.register_plugin("xep_0030")
+    xmpp.register_plugin("xep_0199", {"keepalive": True, "interval": a.ping, "timeout": 30})
+    xmpp.whitespace_keepalive_interval = a.ping
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    xmpp.ssl_context = ctx
+    xmpp.connect(host, int(port))
+    loop.run_until_complete(xmpp.disconnected)
+    print(f"chat STATS sent={xmpp.sent} received={xmpp.received_count}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.lab.chat", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("client", help="log in and chat with a peer for a while")
+    c.add_argument("--jid", required=True)
+    c.add_argument("--password", required=True)
+    c.add_argument("--server", required=True, help="HOST:PORT of the XMPP server")
+    c.add_argument("--peer", required=True, help="the JID to chat with")
+    c.add_argument("--bind", default=None, help="local address to connect from")
+    c.add_argument("--duration", type=float, default=300.0)
+    c.add_argument("--mean-gap", type=float, default=60.0, help="mean seconds between messages")
+    c.add_argument("--ping", type=float, default=60.0, help="seconds between keepalive pings")
+    c.add_argument("--replies", action="store_true", help="answer the peer's messages")
+    c.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return run_client(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
