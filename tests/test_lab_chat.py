@@ -35,8 +35,10 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
     raise AssertionError(f"prosody never listened on {port}")
 
 
-@pytest.mark.parametrize("tls", [True, False], ids=["starttls", "clear"])
-def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str], tls: bool) -> None:
+@pytest.mark.parametrize(("tls", "tls12"), [(True, False), (True, True), (False, False)],
+                         ids=["starttls", "starttls-tls1.2", "clear"])
+def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str], tls: bool,
+                                          tls12: bool) -> None:
     if shutil.which("prosody") is None:
         pytest.skip("chat test skipped: no `prosody` (scripts/bootstrap.sh installs it as root)")
     pytest.importorskip("slixmpp", reason="chat test skipped: no slixmpp (pip install -e '.[lab]')")
@@ -45,7 +47,7 @@ def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str],
     port, domain = free_port(), "chat.example.net"
     config = tmp_path / "prosody.cfg.lua"
     config.write_text(prosody_config(tmp_path, "127.0.0.1", port, domain,
-                                     (Path(cert[0]), Path(cert[1])) if tls else None))
+                                     (Path(cert[0]), Path(cert[1])) if tls else None, tls12))
     for user in ("me", "peer"):
         register(config, f"{user}@{domain}", "secret")
     server = subprocess.Popen(["prosody", "--config", str(config)], stdout=subprocess.DEVNULL,
@@ -76,6 +78,8 @@ def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str],
     log = (tmp_path / "prosody.log").read_text()
     assert log.count("Authenticated as") == 2
     assert ("Stream encrypted" in log) == tls
+    if tls:  # the version `run --tls12-share` asks for, or the newest
+        assert f"Stream encrypted (TLSv1.{2 if tls12 else 3}" in log, log
 
 
 def test_the_messaging_plan_adds_chats_last() -> None:

@@ -70,8 +70,8 @@ def _words(rng: random.Random, n: int) -> str:
 
 class Chatter(slixmpp.ClientXMPP):
     """A person at a chat client: presence, then messages to `peer` now and then (a burst of a
-    few lines, or one), a status change now and then, answers to what the peer says when `replies`;
-    keepalive pings every `ping_s`."""
+    few lines, or one), a status change now and then, answers to what the peer says when `replies`.
+    `run_client` adds keepalive pings."""
 
     def __init__(self, jid: str, password: str, peer: str, rng: random.Random, end: float,
                  mean_gap_s: float, replies: bool) -> None:
