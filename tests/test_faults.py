@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,15 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import free_port
+
 KEY = "faults-key-0123456789abcdef"
 WRITE = {"X-Api-Key": KEY}
 READY_S = 60.0  # a loaded 2-core machine starts the service (the model) in a few seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _serial = 0

@@ -13,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from training.lab import apps
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: str, *args: str) -> subprocess.Popen[str]:

@@ -13,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from training.lab.run import plan
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, timeout: float = 15.0) -> None:

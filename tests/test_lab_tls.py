@@ -16,18 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from training.lab.netns import LabError
 from training.lab.options import cap_tls
 from training.lab.run import cap_tls12, plan, relay_go
 from training.lab.scenarios import build_gotls, tls12, uses_stunnel, uses_tls
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def negotiated(port: int, timeout: float = 10.0) -> str | None:

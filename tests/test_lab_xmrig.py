@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from training.lab import xmrig
 from training.lab.netns import LabError, need_root
 from training.lab.run import mine_xmrig, plan, xmrig_mining
@@ -22,12 +22,6 @@ from training.lab.stratum import XMRIG_ALGOS
 REPO = Path(__file__).resolve().parents[1]
 
 needs_xmrig = pytest.mark.skipif(not xmrig.available(), reason=xmrig.MISSING)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sessions(kind: str = "train", seed: int = 3) -> list:

@@ -6,7 +6,6 @@ import asyncio
 import random
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
 from training.lab.stratum import (
     MinerConfig,
     MinerStats,
@@ -34,13 +34,6 @@ HANDSHAKE = {
 }
 SUBMIT = {"btc": "mining.submit", "xmr": "submit", "eth": "eth_submitWork"}
 IDLE = {"keepalived", "eth_submitHashrate"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _pool_cfg(dialect: str, **kw: Any) -> PoolConfig:
@@ -186,7 +179,7 @@ def test_many_concurrent_miners() -> None:
 
 
 def test_miner_backs_off_until_pool_appears() -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> tuple[StratumPool, MinerStats]:
         miner = asyncio.create_task(run_miner(_miner_cfg("xmr", port, retry_pause=0.1)))
@@ -206,7 +199,7 @@ def test_miner_backs_off_until_pool_appears() -> None:
 
 
 def test_cli_sigterm_exits_cleanly() -> None:
-    port = str(_free_port())
+    port = str(free_port())
     cmd = [sys.executable, "-m", "training.lab.stratum"]
     pool = subprocess.Popen(
         [*cmd, "pool", "--listen", f"127.0.0.1:{port}", "--dialect", "btc", "--difficulty", "1",

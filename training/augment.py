@@ -160,7 +160,6 @@ SERVER_FINISHED = (40.0, 300.0)
 """Range of a TLS 1.2 server's last flight (session ticket, ChangeCipherSpec, Finished), which
 comes before the client's first application data; TLS 1.3 has none there."""
 
-_SIZES = [_I[f"pkt{i:02d}_size"] for i in range(1, SPLT_PACKETS + 1)]
 _GAPS = [_I[f"pkt{i:02d}_gap_ms"] for i in range(2, SPLT_PACKETS + 1)]
 _FIRST = _I["first_n"]
 
@@ -236,7 +235,7 @@ def wrapped(X: np.ndarray, rng: np.random.Generator,
     done = np.zeros(n, dtype=bool)
     for r in range(n):
         x = out[r]
-        signed = x[_SIZES]
+        signed = x[_POSITIONS]
         present = int((~np.isnan(signed)).sum())
         payload = np.nonzero(np.nan_to_num(signed[:present]) != 0)[0]
         if x[_I["syn_packets"]] <= 0 or not len(payload) or payload[0] < 3:

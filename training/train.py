@@ -304,9 +304,10 @@ def fit_table(table: Table, seed: int, kind: str = "offline", members: int = MEM
         keep &= scored_on(table, "offline")
     t = table.subset(keep)
     rows = np.isin(t.views, AUGMENTED_VIEWS[kind])
+    opens = opens_connection(t.X)
     if not AUGMENT_OPENINGS[kind]:
-        rows &= ~opens_connection(t.X)
-    wrap = rows & opens_connection(t.X) & ~np.isin(
+        rows &= ~opens
+    wrap = rows & opens & ~np.isin(
         t.X[:, FEATURES.index("app_family")], [APP_FAMILIES.index(a) for a in NOT_WRAPPED])
     X, y, w = augment.augmented(t.X, t.y, weights(t.y, t.groups, t.views), seed, rows=rows,
                                 wrap=wrap)

@@ -32,7 +32,7 @@ def prosody_config(workdir: Path, listen: str, port: int, domain: str,
                    tls: tuple[Path, Path] | None, tls12: bool = False) -> str:
     """prosody's configuration: client connections on `listen`:`port` for `domain`, STARTTLS
     required with the certificate and key `tls` (TLS 1.2 only with `tls12`), or none offered.
-    No server-to-server links."""
+    No server-to-server links. Makes the data and certificate directories it names in `workdir`."""
     certs = workdir / "certs"
     certs.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(parents=True, exist_ok=True)
