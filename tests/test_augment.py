@@ -16,7 +16,7 @@ PACKETS = [(0, 0, 0), (1, 0, 20), (0, 0, 1), (0, 180, 2), (1, 400, 21), (0, 0, 1
 
 def traffic(a: float, b: float) -> object:
     """A flow record of PACKETS with each payload resized to a * size + b."""
-    packets = [(d, a * s + b if s > 0 else 0, g) for d, s, g in PACKETS]
+    packets = [(d, max(a * s + b, 1) if s > 0 else 0, g) for d, s, g in PACKETS]
     sizes = {d: np.array([s for dd, s, _ in packets if dd == d], dtype=float) for d in (0, 1)}
     stats: dict[str, object] = {}
     for d, name in ((0, "src2dst"), (1, "dst2src")):
@@ -48,6 +48,31 @@ def test_resized_rows_are_the_resized_traffic() -> None:
             for f in ("s2d_std_ps", "d2s_std_ps"):
                 i = FEATURES.index(f)
                 assert np.isclose(got[0, i], a * original[0, i], rtol=1e-6)
+
+
+def test_a_message_shrunk_past_its_size_keeps_a_byte() -> None:
+    """A negative `b` stands for the same messages without a TLS record around them (22-29 bytes
+    each); a message smaller than that keeps one byte, a packet without payload stays one."""
+    original = vectorized(traffic(1, 0))
+    for a, b in ((1.0, -30.0), (0.2, -30.0), (0.1, -30.0)):  # whole bytes (vectorized)
+        got = resized(original, np.random.default_rng(0), scale=(a, a), offset=(b, b))
+        want = vectorized(traffic(a, b))
+        # sizes per packet and their extremes are what the shrunk traffic gives
+        exact = [i for i, f in enumerate(FEATURES)
+                 if f.endswith(("_size", "_min_ps", "_max_ps")) or f.startswith("first_n")]
+        np.testing.assert_allclose(got[0, exact], want[0, exact], rtol=1e-5, equal_nan=True)
+        assert np.nanmin(np.abs(got[0, [FEATURES.index(f"pkt{i:02d}_size")
+                                        for i in range(1, SPLT_PACKETS + 1)]])) == 0
+        # byte counts and means: at least a byte a payload packet, at most what the traffic has
+        # (the bytes the floor adds back are not counted)
+        payloads = sum(s > 0 for _, s, _ in PACKETS)
+        assert payloads <= got[0, FEATURES.index("bytes")] <= want[0, FEATURES.index("bytes")] + 1e-3
+        for f in ("s2d_mean_ps", "d2s_mean_ps"):
+            assert 0 < got[0, FEATURES.index(f)] <= want[0, FEATURES.index(f)] * (1 + 1e-5)
+        assert not np.isnan(got[0, ~np.isnan(original[0])]).any()
+        if b + 180 * a > 1 and b + 150 * a > 1:  # nothing clipped: every feature follows
+            close = [i for i, f in enumerate(FEATURES) if not f.endswith("_std_ps")]
+            np.testing.assert_allclose(got[0, close], want[0, close], rtol=1e-5, equal_nan=True)
 
 
 def test_resizing_leaves_counts_timing_and_flags_alone() -> None:
