@@ -75,6 +75,20 @@ def test_a_message_shrunk_past_its_size_keeps_a_byte() -> None:
             np.testing.assert_allclose(got[0, close], want[0, close], rtol=1e-5, equal_nan=True)
 
 
+def test_ratio_keeps_the_directions_factors_close() -> None:
+    """With `ratio`, each copy's destination factor is its source factor times 1/√ratio to √ratio:
+    which side sends the larger messages turns around less than with independent draws."""
+    X = np.repeat(vectorized(traffic(1, 0)), 2000, axis=0)
+    s2d, d2s = FEATURES.index("s2d_max_ps"), FEATURES.index("d2s_max_ps")
+    for ratio, bound in ((None, 9.0), (3.0, 3 ** 0.5), (1.5, 1.5 ** 0.5)):
+        Y = resized(X, np.random.default_rng(5), offset=(0, 0), ratio=ratio)
+        a_s2d, a_d2s = Y[:, s2d] / X[:, s2d], Y[:, d2s] / X[:, d2s]
+        apart = a_d2s / a_s2d
+        assert (apart <= bound * 1.001).all() and (apart >= 1 / bound / 1.001).all()
+        assert apart.max() > bound * 0.9 and apart.min() < 1.1 / bound  # the whole range is used
+        assert a_s2d.min() < 0.34 and a_s2d.max() > 2.9  # each factor still spans SCALE
+
+
 def test_resizing_leaves_counts_timing_and_flags_alone() -> None:
     X = vectorized(traffic(1, 0))
     Y = resized(X, np.random.default_rng(1))
