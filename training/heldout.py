@@ -1,6 +1,6 @@
 """Score a model on lab runs it was not trained on, by each session's variant (TLS stack, miner).
 
-    python -m training.heldout --model models/2026.11.24.11 training/data/held/h1 training/data/held/h2
+    python -m training.heldout --model models/2026.11.24.12 training/data/held/h1 training/data/held/h2
 
 Runs made with `training.lab.run --tls12-share`, `--go-tls-share` or `--xmrig-share` record each
 session's variant in labels.json (`tls_max`, `tls_relay`, `miner`). For each class and variant this
