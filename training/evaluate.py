@@ -499,7 +499,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "TLS mining 0.90 (0.90), and live Ethereum 0.90 (0.94), Monero-style 0.88 (0.89). Slowed "
         "miners are themselves hard to find unseen (w1-w6's Bitcoin, left out with its family: "
         "32 of 42 whole, 22 live), and out-of-fold 6 of the 902 mining sessions are missed whole "
-        "(2026.11.24.11: 1 of 777), mostly slowed ones with one share or none.",
+        "(2026.11.24.11: 1 of 777); in a draw with one booster per fold, 5 of its 6 misses were "
+        "slowed miners, 4 of those with one share accepted or none.",
         "- An SSH connection whose key exchange takes tens of seconds (the lab's, when ten runs "
         "starved 2 CPUs: 12-52 s instead of a second or less) looks like a tunnel to the live "
         "booster: it flagged most such file copies in live windows.",
