@@ -174,9 +174,9 @@ def augmented(X: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, copies: in
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training rows and `copies` (None: COPIES) resized copies of those in `rows` (a mask;
     None: all; the directions' factors at most `ratio` apart and `b` from `offset`: `resized`),
-    seeded, with the
-    weights split so that each row and its copies weigh what the row did. Of the rows in `wrap` (a
-    mask; None: none), the last WRAPPED copies are also carried in TLS (`wrapped`)."""
+    seeded, with the weights split so that each row and its copies weigh what the row did. Of the
+    rows in `wrap` (a mask; None: none), the last WRAPPED copies are also carried in TLS
+    (`wrapped`)."""
     copies = COPIES if copies is None else copies
     if copies <= 0 or (rows is not None and not rows.any()):
         return X, y, w

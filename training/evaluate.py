@@ -167,7 +167,9 @@ def live_section(live: dict[str, Any] | None, capture: dict[str, Any] | None = N
 
 
 def _range(bounds: list[float]) -> str:
-    return "-".join(f"{b:.0f}" if abs(b) >= 100 else f"{b:.3g}" for b in bounds[:2])
+    """"0.333-3"; "-30 to 60" where a bound is negative."""
+    sep = " to " if min(bounds[:2]) < 0 else "-"
+    return sep.join(f"{b:.0f}" if abs(b) >= 100 else f"{b:.3g}" for b in bounds[:2])
 
 
 def _augmentation(aug: dict[str, Any]) -> list[str]:
@@ -189,11 +191,11 @@ def _augmentation(aug: dict[str, Any]) -> list[str]:
 
 def _offsets(offset: list[float] | dict[str, list[float]]) -> str:
     """`b`'s range: one for every booster (before 2026.11.24.11) or one per booster kind."""
-    if isinstance(offset, dict):
-        return ", ".join(f"{_range(v)} bytes for the {k} booster" if min(v) >= 0 else
-                         f"{v[0]:g} to {v[1]:g} bytes for the {k} booster (a message keeping a byte)"
-                         for k, v in offset.items())
-    return f"{_range(offset)} bytes"
+    if not isinstance(offset, dict):
+        return f"{_range(offset)} bytes"
+    return ", ".join(f"{_range(v)} bytes for the {k} booster"
+                     + (" (a message keeping a byte)" if min(v) < 0 else "")
+                     for k, v in offset.items())
 
 
 def _ratios(ratios: dict[str, float | None]) -> str:
