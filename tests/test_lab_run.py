@@ -67,6 +67,44 @@ def test_slow_miner_share_slows_emulated_miners_only() -> None:
         run.slow_miners(sessions(), 2, seed=6)
 
 
+def test_asyncssh_share_opens_ssh_reverse_tunnels_with_asyncssh_only() -> None:
+    import random
+
+    from training.lab.netns import LabError
+    from training.lab.scenarios import reverse_tunnel
+
+    def sessions() -> list:
+        return run.plan("automation", random.Random(8), 600.0, "t")
+
+    plain, marked = sessions(), sessions()
+    run.tunnel_asyncssh(marked, 1.0, seed=8)
+    tunnels = [s for s in marked if s.body is reverse_tunnel]
+    assert tunnels and all(s.params["tool"] == "asyncssh" and s.scenario == "reverse-asyncssh"
+                           for s in tunnels)
+    assert [(s.scenario, s.params) for s in marked if s not in tunnels] == [
+        (s.scenario, s.params) for s in plain if s.body is not reverse_tunnel]
+    untouched = sessions()
+    run.tunnel_asyncssh(untouched, 0.0, seed=8)
+    assert [(s.scenario, s.params) for s in untouched] == [(s.scenario, s.params) for s in plain]
+    with pytest.raises(LabError, match="--asyncssh-share 1.5: allowed values are 0 to 1"):
+        run.tunnel_asyncssh(sessions(), 1.5, seed=8)
+
+
+def test_automation_plan_runs_commands_by_both_ssh_clients_and_leaves_other_plans_alone() -> None:
+    import random
+
+    from training.lab.scenarios import ssh_automation
+
+    auto = [s for s in run.plan("automation", random.Random(3), 600.0, "t") if s.body is ssh_automation]
+    assert len(auto) == 16 and all(s.label == "benign" for s in auto)
+    assert {s.params["client"] for s in auto} == {"asyncssh", "ssh"}
+    assert all(s.scenario == f"ssh-automation-{s.params['client']}" for s in auto)
+    # OpenSSH's `ssh HOST CMD` is a connection a command; AsyncSSH batches some on one
+    assert all(s.params["per_connection"] == 1 for s in auto if s.params["client"] == "ssh")
+    for kind in ("train", "breadth", "push", "messaging"):
+        assert not any(s.body is ssh_automation for s in run.plan(kind, random.Random(3), 600.0, "t"))
+
+
 def test_pool_accounts_read_each_sessions_last_pool_stats_line(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -170,6 +170,9 @@ def test_heldout_scores_sessions_by_tls_variant(smoke_run: Path, tmp_path: Path)
             assert views["live_in_time"]["flagged"] <= views["live_windows"]["flagged"]
     assert sum(v["live_in_time"]["flagged"] for v in report["stratum_mining"].values()) >= 1
     assert "live_in_time" not in report["benign"]["default"]
+    by_scenario = score(default_model_dir(), [run], by="scenario")
+    assert {(c, sc) for c, v in by_scenario.items() for sc in v} == {
+        (s["label"], s["scenario"]) for s in labels["sessions"]}
 
 
 def test_a_run_stopped_with_sigterm_takes_its_namespaces_down(tmp_path: Path) -> None:

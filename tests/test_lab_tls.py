@@ -154,6 +154,8 @@ def test_heldout_variant_names() -> None:
     assert variant({"tls_max": "1.2"}) == "tls1.2"
     assert variant({"tls_relay": "go"}) == "go"
     assert variant({"tls_relay": "go", "tls_max": "1.2"}) == "go+tls1.2"
+    assert variant({"tool": "asyncssh"}) == variant({"client": "asyncssh"}) == "asyncssh"
+    assert variant({"tool": "dbclient"}) == "default"
 
 
 def test_nginx_serves_tls13_and_a_tls12_listener(tmp_path: Path, cert: tuple[str, str]) -> None:

@@ -42,6 +42,7 @@ HELD_OUT: dict[str, tuple[str, Selector]] = {
     "tunnel-openssh": ("reverse_tunnel", lambda s, p: s == "reverse-ssh"),
     "tunnel-autossh": ("reverse_tunnel", lambda s, p: s == "reverse-autossh"),
     "tunnel-dropbear": ("reverse_tunnel", lambda s, p: s == "reverse-dbclient"),
+    "tunnel-asyncssh": ("reverse_tunnel", lambda s, p: s == "reverse-asyncssh"),
     "tunnel-socks": ("reverse_tunnel", lambda s, p: s == "reverse-socks"),
     "tunnel-ssh-in-tls": ("reverse_tunnel", lambda s, p: s == "reverse-ssh-stunnel"),
     "tunnel-shell-tls": ("reverse_tunnel", lambda s, p: s == "reverse-shell-tls"),

@@ -1,9 +1,11 @@
-"""Score a model on lab runs it was not trained on, by each session's variant (TLS stack, miner).
+"""Score a model on lab runs it was not trained on, by each session's variant (TLS stack, miner,
+SSH client) or scenario.
 
     python -m training.heldout --model models/2026.11.24.12 training/data/held/h1 training/data/held/h2
 
-Runs made with `training.lab.run --tls12-share`, `--go-tls-share` or `--xmrig-share` record each
-session's variant in labels.json (`tls_max`, `tls_relay`, `miner`). For each class and variant this
+Runs made with `training.lab.run --tls12-share`, `--go-tls-share`, `--xmrig-share` or
+`--asyncssh-share` (or the `automation` plan) record each session's variant in labels.json
+(`tls_max`, `tls_relay`, `miner`, `tool`/`client`). For each class and variant this
 reports how many sessions the model flags (malicious: as their class; benign: as anything) in the
 whole capture, in the first 20 packets of each connection and in live windows, with the model's own
 thresholds: the measure behind the TLS 1.2, Go TLS and XMRig figures of the model card's known
@@ -33,10 +35,12 @@ VIEWS = {"full": ("full",), "first_20_packets": ("pkt20",), "live_windows": tupl
 
 
 def variant(params: dict[str, Any]) -> str:
-    """A session's variant: "xmrig" (a real miner, not our emulator), "go", "tls1.2", joined by "+"
-    where several hold ("go+tls1.2"), or "default" (the lab's usual programs and TLS stacks,
-    cleartext sessions included)."""
+    """A session's variant: "xmrig" (a real miner, not our emulator), "asyncssh" (AsyncSSH's
+    client, not OpenSSH's or Dropbear's), "go", "tls1.2", joined by "+" where several hold
+    ("go+tls1.2"), or "default" (the lab's usual programs and TLS stacks, cleartext sessions
+    included)."""
     parts = ["xmrig" if params.get("miner") == "xmrig" else "",
+             "asyncssh" if "asyncssh" in (params.get("tool"), params.get("client")) else "",
              "go" if params.get("tls_relay") == "go" else "",
              "tls1.2" if params.get("tls_max") == "1.2" else ""]
     return "+".join(p for p in parts if p) or "default"
@@ -51,11 +55,14 @@ def predictions(model_dir: Path, table: Table) -> np.ndarray:
     return train.decide_all(proba, model_thresholds(model_dir), table)
 
 
-def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = None) -> dict[str, Any]:
-    """{class: {variant: {view: {"sessions": n, "flagged": k}}}} over the runs' sessions."""
+def score(model_dir: Path, runs: list[Path], options: CaptureOptions | None = None,
+          by: str = "variant") -> dict[str, Any]:
+    """{class: {variant: {view: {"sessions": n, "flagged": k}}}} over the runs' sessions; `by`
+    "scenario": by each session's scenario instead of its variant."""
     table = build(runs, None, options or CaptureOptions())
     pred = predictions(model_dir, table)
-    variants = {s["id"]: variant(s.get("params", {})) for run in runs
+    variants = {s["id"]: variant(s.get("params", {})) if by == "variant" else s["scenario"]
+                for run in runs
                 for s in json.loads((run / "labels.json").read_text())["sessions"]}
     groups, views = np.array(table.groups), np.array(table.views)
     out: dict[str, Any] = {}
@@ -89,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.heldout", description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True, help="model directory (models/<version>)")
     ap.add_argument("runs", type=Path, nargs="+", help="lab run directories (capture.pcap, labels.json)")
+    ap.add_argument("--by", choices=("variant", "scenario"), default="variant",
+                    help="count sessions by variant (TLS stack, miner, SSH client) or by scenario")
     a = ap.parse_args(argv)
     missing = [str(r) for r in a.runs if not (r / "labels.json").is_file()]
     if missing:
         print(f"heldout: not lab runs (no labels.json): {', '.join(missing)}", file=sys.stderr)
         return 2
-    print(json.dumps(score(a.model, a.runs), indent=1))
+    print(json.dumps(score(a.model, a.runs, by=a.by), indent=1))
     return 0
 
 

@@ -47,6 +47,7 @@ from training.lab.scenarios import (
     reverse_ssh_stunnel,
     reverse_tunnel,
     reverse_wstunnel,
+    ssh_automation,
     ssh_transfer,
     tls_preconnect,
     uses_stunnel,
@@ -96,6 +97,7 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
     `push`: push-notification channels beside mining; `handshakes`: TLS connections that are
     little more than a handshake (pre-connections, health checks) beside mining, tunnels and
     look-alikes over TLS; `messaging`: XMPP chat (prosody) and push channels beside mining;
+    `automation`: commands run over SSH without a terminal (AsyncSSH, OpenSSH) beside tunnels;
     `samples`: the fixed sessions behind pcaps/."""
     if kind == "samples":
         bodies = {"stratum_mining": mining, "reverse_tunnel": reverse_tunnel}
@@ -135,6 +137,11 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         # pings, over STARTTLS or in the clear; the corpus's XMPP flows score close to mining
         "messaging": {"mining": 12, "tunnel": 4, "ssh": 4, "copy": 2, "https": 4, "app": 6,
                       "push": 8, "chat": 20},
+        # commands run over SSH without a terminal (configuration management, monitoring), by
+        # AsyncSSH or OpenSSH, beside reverse tunnels (with --asyncssh-share, some by AsyncSSH
+        # too) and interactive SSH
+        "automation": {"mining": 6, "tunnel": 14, "ssh": 6, "copy": 3, "transfer": 3, "https": 4,
+                       "app": 6, "automation": 16},
     }[kind]
     late = 0.1 if kind == "smoke" else 0.35
     sessions: list[Session] = []
@@ -234,6 +241,11 @@ def plan(kind: str, rng: random.Random, duration: float, run_id: str) -> list[Se
         add(f"chat-{'tls' if tls else 'clear'}", "benign", chat, tls=tls,
             port=any_port((5222, 5222, 443, 5223)), gap_s=round(rng.uniform(8, 180)),
             ping_s=rng.choice((30, 60, 120, 300)))
+    for _ in range(counts.get("automation", 0)):  # last: the other plans draw as before
+        client = rng.choice(("asyncssh", "ssh"))
+        add(f"ssh-automation-{client}", "benign", ssh_automation, port=any_port(SSH_PORTS),
+            client=client, gap_s=round(rng.uniform(3, 90), 1),
+            per_connection=rng.choice((0, 1, 3, 8)) if client == "asyncssh" else 1)
     return sessions
 
 
@@ -347,6 +359,15 @@ def mine_xmrig(sessions: list[Session], share: float, seed: int) -> None:
         s.scenario = s.scenario.replace("mining-xmr-", "mining-xmrig-")
 
 
+def tunnel_asyncssh(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the SSH reverse tunnels (ssh, autossh, dbclient) are opened by AsyncSSH
+    (training/lab/pyssh.py), a pure-Python SSH library, instead: another client implementation on
+    the wire. Their scenario says so (reverse-asyncssh), for evaluation to hold them out."""
+    for s in _mark(sessions, share, "--asyncssh-share", lambda s: s.body is reverse_tunnel, "tool",
+                   "asyncssh", seed):
+        s.scenario = "reverse-asyncssh"
+
+
 OVERLOAD = 5.0
 """Mean 1-minute load average per CPU above which a run's timings are suspect (`watch_load`)."""
 
@@ -408,7 +429,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
             xmrig_share: float = 0.0, vardiff_share: float = 0.0,
-            slow_miner_share: float = 0.0) -> dict[str, object]:
+            slow_miner_share: float = 0.0, asyncssh_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -425,6 +446,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     mine_xmrig(sessions, xmrig_share, seed)
     retarget_pools(sessions, vardiff_share, seed)
     slow_miners(sessions, slow_miner_share, seed)
+    tunnel_asyncssh(sessions, asyncssh_share, seed)
     lab = Lab(topo, rng, duration)
     if any(s.params.get("miner") == "xmrig" for s in sessions):
         if not xmrig.available():
@@ -463,6 +485,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "xmrig_share": xmrig_share,
         "vardiff_share": vardiff_share,
         "slow_miner_share": slow_miner_share,
+        "asyncssh_share": asyncssh_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() | ({"pool": pools[s.id]} if s.id in pools else {})
@@ -481,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.lab.run", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output directory (its name is the run id)")
     ap.add_argument("--plan", choices=("smoke", "train", "breadth", "lan", "shells", "push", "handshakes",
-                                        "messaging", "samples"),
+                                        "messaging", "automation", "samples"),
                     default="train")
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
     ap.add_argument("--delay", type=float, default=20.0, help="one-way WAN delay, ms")
@@ -503,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                          "to a share every 10-60 s")
     ap.add_argument("--slow-miner-share", type=float, default=0.0,
                     help="share (0-1) of the emulator's mining sessions that mine 10-300 times slower")
+    ap.add_argument("--asyncssh-share", type=float, default=0.0,
+                    help="share (0-1) of the SSH reverse tunnels opened by AsyncSSH instead")
     a = ap.parse_args(argv)
     # stopped with SIGTERM (kill, a job runner, a timeout) as with Ctrl-C: run_lab's `finally` takes
     # the namespaces, their processes and the XMRig cgroup down instead of leaving them behind
@@ -510,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
                          a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
-                         a.vardiff_share, a.slow_miner_share)
+                         a.vardiff_share, a.slow_miner_share, a.asyncssh_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from training.lab import xmrig
 from training.lab.netns import Topology
+from training.lab.pyssh import AUTOMATION_COMMANDS
 
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
@@ -351,6 +352,10 @@ def reverse_tunnel(lab: Lab, s: Session) -> None:
     elif p["tool"] == "dbclient":  # Dropbear's client: another SSH implementation on the wire
         argv = dbclient(lab, "-N", "-R", f"127.0.0.1:{fwd}:127.0.0.1:22", "-b", client,
                         "-p", str(port), "-K", str(alive), f"root@{server}")
+    elif p["tool"] == "asyncssh":  # a pure-Python SSH library's client (training/lab/pyssh.py)
+        argv = py("training.lab.pyssh", "tunnel", "--connect", f"{server}:{port}", "--bind", client,
+                  "--key", lab.dir / "ssh" / "id_ed25519", "--keepalive", alive,
+                  "--listen-port", fwd, "--dest", "127.0.0.1:22")
     lab.topo.spawn("in", argv, f"{s.id}-tunnel", env=env)
     t = s.start + TUNNEL_SETTLE_S + float(p["idle_before"])  # type: ignore[arg-type]
     use_ssh = ssh_client(lab, "-tt", "-p", str(fwd), "root@127.0.0.1")
@@ -385,6 +390,32 @@ def interactive_ssh(lab: Lab, s: Session) -> None:
     else:
         cmd = ssh_client(lab, "-tt", "-b", client, "-p", str(port), f"root@{server}")
     lab.topo.spawn("in", typist(lab, dur, int(s.params["seed"]), cmd), f"{s.id}-typist")  # type: ignore[call-overload]
+
+
+def ssh_automation(lab: Lab, s: Session) -> None:
+    """Commands run on a server over SSH without a terminal, as configuration management and
+    monitoring do: AsyncSSH (training/lab/pyssh.py) with `per_connection` commands a connection
+    (0: all on one), or OpenSSH's `ssh HOST CMD`, a connection a command; `gap_s` apart on average."""
+    client, server = lab.hosts()
+    port = int(s.params["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    start_sshd(lab, "out", server, port, s.id)
+    if not lab.sleep_until(s.start):
+        return
+    key = lab.dir / "ssh" / "id_ed25519"
+    gap = float(s.params["gap_s"])  # type: ignore[arg-type]
+    if s.params["client"] == "asyncssh":
+        lab.topo.spawn("in", py("training.lab.pyssh", "exec", "--connect", f"{server}:{port}",
+                                "--bind", client, "--key", key, "--seed", s.params["seed"],
+                                "--gap-mean", gap, "--per-connection", s.params["per_connection"],
+                                "--duration", max(lab.remaining() - 4, 5)), f"{s.id}-pyssh")
+        return
+    rng = random.Random(int(s.params["seed"]))  # type: ignore[call-overload]
+    t = s.start
+    while lab.sleep_until(t):
+        lab.topo.run("in", *ssh_client(lab, "-b", client, "-p", str(port), f"root@{server}",
+                                       rng.choice(AUTOMATION_COMMANDS)), check=False)
+        t = time.monotonic() - lab.t0 + rng.expovariate(1 / gap)
 
 
 def file_copy(lab: Lab, s: Session) -> None:

@@ -1,0 +1,125 @@
+"""The lab's AsyncSSH client (training/lab/pyssh.py) against a real OpenSSH server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ports import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def connect_when_listening(port: int, timeout: float = 15.0) -> socket.socket:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listened on {port} within {timeout} s")
+
+
+@pytest.fixture
+def sshd(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real sshd on 127.0.0.1 that lets our key in as root: (port, key file)."""
+    if shutil.which("ssh-keygen") is None or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("pyssh test skipped: needs sshd and ssh-keygen (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("pyssh test skipped: sshd logs in as root only when started by root")
+    pytest.importorskip("asyncssh", reason="pyssh test skipped: no asyncssh (pip install -e '.[lab]')")
+    for name in ("id", "host"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
+                       check=True)
+    (tmp_path / "authorized_keys").write_text((tmp_path / "id.pub").read_text())
+    port = free_port()
+    cfg = tmp_path / "sshd.conf"
+    cfg.write_text("\n".join([
+        f"ListenAddress 127.0.0.1:{port}", f"HostKey {tmp_path / 'host'}",
+        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}", f"PidFile {tmp_path / 'sshd.pid'}",
+        "PermitRootLogin yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "UsePAM no", "StrictModes no", "AllowTcpForwarding yes", "LogLevel ERROR", "",
+    ]))
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)])
+    try:
+        connect_when_listening(port).close()
+        yield port, tmp_path / "id"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def pyssh(*args: str) -> list[str]:
+    return [sys.executable, "-m", "training.lab.pyssh", *args]
+
+
+def stats(stderr: str) -> dict[str, Any]:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("pyssh STATS ")]
+    assert lines, stderr
+    out: dict[str, Any] = json.loads(lines[-1].removeprefix("pyssh STATS "))
+    return out
+
+
+def test_reverse_forward_carries_a_connection_to_this_side(sshd) -> None:  # type: ignore[no-untyped-def]
+    port, key = sshd
+    # what the tunnel reaches on this side: an echo server
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+    echo.settimeout(10)
+    listen = free_port()
+    tunnel = subprocess.Popen(
+        pyssh("tunnel", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--keepalive", "5",
+              "--listen-port", str(listen), "--dest", f"127.0.0.1:{echo.getsockname()[1]}",
+              "--duration", "20", "--verbose"),
+        cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tunnel.stderr is not None
+        assert tunnel.stderr.readline().strip() == f"pyssh forwarding {listen}"
+        outside = socket.create_connection(("127.0.0.1", listen), timeout=5)
+        inside, _ = echo.accept()
+        inside.settimeout(5)
+        outside.sendall(b"hello through the tunnel")
+        assert inside.recv(100) == b"hello through the tunnel"
+        inside.sendall(b"and back")
+        assert outside.recv(100) == b"and back"
+        outside.close()
+        inside.close()
+    finally:
+        tunnel.terminate()
+        _, err = tunnel.communicate(timeout=15)
+        echo.close()
+    assert tunnel.returncode == 0, err
+    assert stats(err)["forwarded"] == listen
+
+
+def test_automation_runs_commands_in_batches_on_new_connections(sshd) -> None:  # type: ignore[no-untyped-def]
+    port, key = sshd
+    done = subprocess.run(
+        pyssh("exec", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--duration", "4",
+              "--gap-mean", "0.3", "--per-connection", "3", "--seed", "5", "--verbose"),
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    st = stats(done.stderr)
+    assert st["commands"] >= 3 and st["connections"] >= 2, st
+    assert st["bytes_out"] > 0  # the commands answered
+
+
+def test_unreachable_server_is_an_exit_code_not_a_traceback() -> None:
+    pytest.importorskip("asyncssh", reason="pyssh test skipped: no asyncssh (pip install -e '.[lab]')")
+    done = subprocess.run(
+        pyssh("exec", "--connect", f"127.0.0.1:{free_port()}", "--key", "/nonexistent",
+              "--duration", "2"),
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "pyssh exec:" in done.stderr and "Traceback" not in done.stderr
