@@ -105,6 +105,25 @@ def test_automation_plan_runs_commands_by_both_ssh_clients_and_leaves_other_plan
         assert not any(s.body is ssh_automation for s in run.plan(kind, random.Random(3), 600.0, "t"))
 
 
+def test_ssh_mux_share_multiplexes_openssh_automation_only() -> None:
+    import random
+
+    from training.lab.scenarios import ssh_automation
+
+    def sessions() -> list:
+        return run.plan("automation", random.Random(5), 600.0, "t")
+
+    plain, marked = sessions(), sessions()
+    run.multiplex_ssh(marked, 1.0, seed=5)
+    for before, after in zip(plain, marked, strict=True):
+        if after.body is ssh_automation and after.params["client"] == "ssh":
+            assert after.params.pop("mux") in (30, 60, 120, 300)
+        assert after.params == before.params
+    untouched = sessions()
+    run.multiplex_ssh(untouched, 0.0, seed=5)
+    assert [s.params for s in untouched] == [s.params for s in plain]
+
+
 def test_pool_accounts_read_each_sessions_last_pool_stats_line(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -368,6 +368,16 @@ def tunnel_asyncssh(sessions: list[Session], share: float, seed: int) -> None:
         s.scenario = "reverse-asyncssh"
 
 
+def multiplex_ssh(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the automation sessions by OpenSSH run their commands on a master
+    connection (ControlMaster) that persists 30-300 s after its last command (``mux``), as
+    Ansible does: one long connection, a new channel a command. Its own random stream: share 0
+    changes nothing."""
+    _mark(sessions, share, "--ssh-mux-share",
+          lambda s: s.body is ssh_automation and s.params["client"] == "ssh", "mux",
+          lambda rng: rng.choice((30, 60, 120, 300)), seed)
+
+
 OVERLOAD = 5.0
 """Mean 1-minute load average per CPU above which a run's timings are suspect (`watch_load`)."""
 
@@ -429,7 +439,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
             seed: int, net: int, rate_mbit: float | None = None, keep_workdir: bool = False,
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
             xmrig_share: float = 0.0, vardiff_share: float = 0.0,
-            slow_miner_share: float = 0.0, asyncssh_share: float = 0.0) -> dict[str, object]:
+            slow_miner_share: float = 0.0, asyncssh_share: float = 0.0,
+            ssh_mux_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -447,6 +458,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     retarget_pools(sessions, vardiff_share, seed)
     slow_miners(sessions, slow_miner_share, seed)
     tunnel_asyncssh(sessions, asyncssh_share, seed)
+    multiplex_ssh(sessions, ssh_mux_share, seed)
     lab = Lab(topo, rng, duration)
     if any(s.params.get("miner") == "xmrig" for s in sessions):
         if not xmrig.available():
@@ -486,6 +498,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "vardiff_share": vardiff_share,
         "slow_miner_share": slow_miner_share,
         "asyncssh_share": asyncssh_share,
+        "ssh_mux_share": ssh_mux_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() | ({"pool": pools[s.id]} if s.id in pools else {})
@@ -528,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="share (0-1) of the emulator's mining sessions that mine 10-300 times slower")
     ap.add_argument("--asyncssh-share", type=float, default=0.0,
                     help="share (0-1) of the SSH reverse tunnels opened by AsyncSSH instead")
+    ap.add_argument("--ssh-mux-share", type=float, default=0.0,
+                    help="share (0-1) of OpenSSH's automation sessions on a persisting master connection")
     a = ap.parse_args(argv)
     # stopped with SIGTERM (kill, a job runner, a timeout) as with Ctrl-C: run_lab's `finally` takes
     # the namespaces, their processes and the XMRig cgroup down instead of leaving them behind
@@ -535,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
                          a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
-                         a.vardiff_share, a.slow_miner_share, a.asyncssh_share)
+                         a.vardiff_share, a.slow_miner_share, a.asyncssh_share, a.ssh_mux_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ session has its own inside host address, so (client, server, server port) names 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shlex
 import subprocess
@@ -395,7 +396,9 @@ def interactive_ssh(lab: Lab, s: Session) -> None:
 def ssh_automation(lab: Lab, s: Session) -> None:
     """Commands run on a server over SSH without a terminal, as configuration management and
     monitoring do: AsyncSSH (training/lab/pyssh.py) with `per_connection` commands a connection
-    (0: all on one), or OpenSSH's `ssh HOST CMD`, a connection a command; `gap_s` apart on average."""
+    (0: all on one), or OpenSSH's `ssh HOST CMD`, a connection a command, or with ``mux`` (seconds)
+    on a master connection that persists that long after its last command (ControlPersist, as
+    Ansible runs OpenSSH); `gap_s` apart on average."""
     client, server = lab.hosts()
     port = int(s.params["port"])  # type: ignore[call-overload]
     lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
@@ -411,10 +414,19 @@ def ssh_automation(lab: Lab, s: Session) -> None:
                                 "--duration", max(lab.remaining() - 4, 5)), f"{s.id}-pyssh")
         return
     rng = random.Random(int(s.params["seed"]))  # type: ignore[call-overload]
+    mux: list[str] = []
+    if s.params.get("mux"):  # Ansible's way: commands share a master connection while it persists
+        mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={lab.dir / 'ssh' / s.id}-%C",
+               "-o", f"ControlPersist={s.params['mux']}"]
     t = s.start
     while lab.sleep_until(t):
-        lab.topo.run("in", *ssh_client(lab, "-b", client, "-p", str(port), f"root@{server}",
-                                       rng.choice(AUTOMATION_COMMANDS)), check=False)
+        # no pipes: a master started by this command keeps what it inherited open while it persists
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(["ip", "netns", "exec", lab.topo.ns["in"],
+                            *ssh_client(lab, *mux, "-b", client, "-p", str(port), f"root@{server}",
+                                        rng.choice(AUTOMATION_COMMANDS))],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120, check=False)
         t = time.monotonic() - lab.t0 + rng.expovariate(1 / gap)
 
 
