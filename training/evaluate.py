@@ -507,6 +507,17 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "- An SSH connection whose key exchange takes tens of seconds (the lab's, when ten runs "
         "starved 2 CPUs: 12-52 s instead of a second or less) looks like a tunnel to the live "
         "booster: it flagged most such file copies in live windows.",
+        "- Commands run over SSH without a terminal, several on one connection (configuration "
+        "management and monitoring: Ansible's OpenSSH master connections, SSH libraries such as "
+        "AsyncSSH), are flagged as reverse tunnels: on ten held-out lab runs (`--plan automation`, "
+        "training/make_data.sh, held/a1-a6 and b1-b4) 2026.11.24.12 flagged 61 of 77 such "
+        "sessions (46 whole, 73 live), and 4 of 83 that open a connection a command (none whole "
+        "or live); AsyncSSH's reverse tunnels, another SSH client it never saw, 82 of 82. Trained "
+        "on four of the runs, a model flagged 1 of 28 such sessions of the others, but its live "
+        "tunnel threshold rose to 0.999 and tunnel families left out of training were then missed "
+        "live (the TLS reverse shell, SSH in TLS): it was not shipped. Where such automation "
+        "crosses the monitored link, allowlist the servers it reaches (setting `allowlist`, "
+        "`POST /v1/allowlist`): its verdicts are still stored, but nothing is blocked.",
         "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session and "
         "can be missed.",
         "",

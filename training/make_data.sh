@@ -235,3 +235,32 @@ run w1 train 30 5 0 1500 - 231 --slow-miner-share 0.5 & run w2 push 10 2 0 1500 
 run w3 lan 0 0 0 1500 - 233 --slow-miner-share 0.5 & wait
 run w4 breadth 60 10 0.3 1500 - 234 --slow-miner-share 0.5 & run w5 train 5 1 0 1500 - 235 --slow-miner-share 0.5 &
 run w6 push 40 5 0 1500 - 236 --slow-miner-share 0.5 & wait
+# held/a1-a6 and held/b1-b4 (not behind the shipped model; new seeds): the `automation` plan,
+# commands run over SSH without a terminal (configuration management, monitoring) beside reverse
+# tunnels, half of them opened by AsyncSSH (training/lab/pyssh.py, `--asyncssh-share 0.5`), a
+# pure-Python SSH client the model never saw; b1-b4 also run half of OpenSSH's automation on a
+# master connection that persists 30-300 s (`--ssh-mux-share 0.5`, as Ansible runs OpenSSH).
+# Model 2026.11.24.12 on all ten: AsyncSSH tunnels flagged 82 of 82 whole and live; automation
+# with several commands on one connection flagged as a reverse tunnel in 61 of 77 sessions (whole
+# 46, live 73; AsyncSSH 3 a connection 23 of 23, 8 a connection 16 of 16, all on one 22 of 23,
+# OpenSSH multiplexed 15 of 15), one command a connection in 4 of 83 (none whole or live).
+# Trained also on a1-a3 and b1-b3 (a model 2026.11.24.13, not shipped; 52 runs), on a4-a6 and
+# b4: multi-command automation flagged whole in 1 of 28 sessions (2026.11.24.12: 13), live in 0
+# (27), AsyncSSH tunnels 31 of 32 whole (32), 32 live (32); but its live tunnel threshold rose
+# from 0.92 to 0.999 out-of-fold (offline 0.83 -> 0.90), and left out of training the TLS
+# reverse shell's live windows were found in 0.0 of its sessions (0.93), SSH in TLS 0.0 (1.0),
+# Dropbear 0.49 (0.85), the WebSocket tunnel 0.24 (0.49); AsyncSSH tunnels left out 0.64 whole,
+# 0.0 live; tunnels flagged live out-of-fold 0.967 of sessions (1.0). Kept out. A whole flow's
+# features do not say who begins each exchange of a long connection (the client, in automation;
+# the outside server, in a reverse tunnel in use), and a live window's say only who begins the
+# window. Light on CPU: four at a time, about 11 minutes.
+# run held/a1 automation 30 5 0 1500 - 241 --asyncssh-share 0.5 &
+# run held/a2 automation 80 10 0.3 1500 - 242 --asyncssh-share 0.5 &
+# run held/a3 automation 5 1 0 1500 - 243 --asyncssh-share 0.5 & wait
+# run held/a4 automation 20 4 0 1500 - 244 --asyncssh-share 0.5 &
+# run held/a5 automation 60 10 0.3 1500 - 245 --asyncssh-share 0.5 &
+# run held/a6 automation 0 0 0 1500 - 246 --asyncssh-share 0.5 & wait
+# run held/b1 automation 40 5 0 1500 - 247 --asyncssh-share 0.5 --ssh-mux-share 0.5 &
+# run held/b2 automation 10 2 0.2 1500 - 248 --asyncssh-share 0.5 --ssh-mux-share 0.5 &
+# run held/b3 automation 100 15 0.5 1500 - 239 --asyncssh-share 0.5 --ssh-mux-share 0.5 &
+# run held/b4 automation 25 4 0 1500 - 238 --asyncssh-share 0.5 --ssh-mux-share 0.5 & wait
