@@ -362,7 +362,8 @@ def mine_xmrig(sessions: list[Session], share: float, seed: int) -> None:
 def tunnel_asyncssh(sessions: list[Session], share: float, seed: int) -> None:
     """About `share` of the SSH reverse tunnels (ssh, autossh, dbclient) are opened by AsyncSSH
     (training/lab/pyssh.py), a pure-Python SSH library, instead: another client implementation on
-    the wire. Their scenario says so (reverse-asyncssh), for evaluation to hold them out."""
+    the wire. Their scenario says so (reverse-asyncssh), for evaluation to hold them out. Its own
+    random stream: share 0 changes nothing."""
     for s in _mark(sessions, share, "--asyncssh-share", lambda s: s.body is reverse_tunnel, "tool",
                    "asyncssh", seed):
         s.scenario = "reverse-asyncssh"
