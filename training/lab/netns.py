@@ -162,6 +162,18 @@ class Topology:
     def run(self, where: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", self.ns[where], *argv, check=check)
 
+    def run_quiet(self, where: str, *argv: str, timeout: float) -> int | None:
+        """Run `argv` in namespace `where` without pipes (its input and output /dev/null), at most
+        `timeout` s: its exit code, None if it ran out of time. For a command that leaves a process
+        behind holding what it inherited (ssh starting a ControlPersist master), which `run`'s
+        captured output would wait for."""
+        try:
+            return subprocess.run(["ip", "netns", "exec", self.ns[where], *argv],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=timeout, check=False).returncode
+        except subprocess.TimeoutExpired:
+            return None
+
     def batch(self, where: str, commands: list[str]) -> None:
         proc = subprocess.run(["ip", "-n", self.ns[where], "-batch", "-"], input="\n".join(commands),
                               capture_output=True, text=True)

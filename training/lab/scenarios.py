@@ -7,7 +7,6 @@ session has its own inside host address, so (client, server, server port) names 
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shlex
 import subprocess
@@ -231,6 +230,16 @@ def start_sshd(lab: Lab, where: str, listen: str, port: int, name: str) -> None:
     time.sleep(0.3)
 
 
+def ssh_server(lab: Lab, s: Session) -> tuple[str, str, int]:
+    """An sshd outside on the session's server address and ``port``, its conversation labelled:
+    (client, server, port), the client from the session's ``inside_host`` if it has one."""
+    client, server = lab.hosts(s.params.get("inside_host"))
+    port = int(s.params["port"])  # type: ignore[call-overload]
+    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
+    start_sshd(lab, "out", server, port, s.id)
+    return client, server, port
+
+
 def stunnel_pair(lab: Lab, s: Session, client: str, server: str, port: int) -> tuple[int, int]:
     """TLS by OpenSSH's neighbour OpenSSL (stunnel) on both ends, for apps that speak cleartext;
     by Go's crypto/tls (training/lab/gotls) instead when the session's ``tls_relay`` is "go".
@@ -332,12 +341,9 @@ def mining(lab: Lab, s: Session) -> None:
 # -- reverse tunnels ------------------------------------------------------------------------------
 def reverse_tunnel(lab: Lab, s: Session) -> None:
     """`ssh -N -R` (or autossh) from inside; the outside later uses it: a shell, a file, or nothing."""
-    client, server = lab.hosts(s.params.get("inside_host"))
+    client, server, port = ssh_server(lab, s)
     p = s.params
-    port = int(p["port"])  # type: ignore[call-overload]
     fwd = lab.forward_port()
-    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    start_sshd(lab, "out", server, port, s.id)
     if not lab.sleep_until(s.start):
         return
     alive = int(p["alive"])  # type: ignore[call-overload]
@@ -379,10 +385,7 @@ def reverse_tunnel(lab: Lab, s: Session) -> None:
 
 # -- benign look-alikes ---------------------------------------------------------------------------
 def interactive_ssh(lab: Lab, s: Session) -> None:
-    client, server = lab.hosts()
-    port = int(s.params["port"])  # type: ignore[call-overload]
-    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    start_sshd(lab, "out", server, port, s.id)
+    client, server, port = ssh_server(lab, s)
     if not lab.sleep_until(s.start):
         return
     dur = min(float(s.params["length"]), lab.remaining() - 5)  # type: ignore[arg-type]
@@ -399,10 +402,7 @@ def ssh_automation(lab: Lab, s: Session) -> None:
     (0: all on one), or OpenSSH's `ssh HOST CMD`, a connection a command, or with ``mux`` (seconds)
     on a master connection that persists that long after its last command (ControlPersist, as
     Ansible runs OpenSSH); `gap_s` apart on average."""
-    client, server = lab.hosts()
-    port = int(s.params["port"])  # type: ignore[call-overload]
-    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    start_sshd(lab, "out", server, port, s.id)
+    client, server, port = ssh_server(lab, s)
     if not lab.sleep_until(s.start):
         return
     key = lab.dir / "ssh" / "id_ed25519"
@@ -420,22 +420,15 @@ def ssh_automation(lab: Lab, s: Session) -> None:
                "-o", f"ControlPersist={s.params['mux']}"]
     t = s.start
     while lab.sleep_until(t):
-        # no pipes: a master started by this command keeps what it inherited open while it persists
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(["ip", "netns", "exec", lab.topo.ns["in"],
-                            *ssh_client(lab, *mux, "-b", client, "-p", str(port), f"root@{server}",
-                                        rng.choice(AUTOMATION_COMMANDS))],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=120, check=False)
+        lab.topo.run_quiet("in", *ssh_client(lab, *mux, "-b", client, "-p", str(port),
+                                             f"root@{server}", rng.choice(AUTOMATION_COMMANDS)),
+                           timeout=120)
         t = time.monotonic() - lab.t0 + rng.expovariate(1 / gap)
 
 
 def file_copy(lab: Lab, s: Session) -> None:
     """scp or sftp downloads and uploads, a new connection each."""
-    client, server = lab.hosts()
-    port = int(s.params["port"])  # type: ignore[call-overload]
-    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    start_sshd(lab, "out", server, port, s.id)
+    client, server, port = ssh_server(lab, s)
     t = s.start
     key = str(lab.dir / "ssh" / "id_ed25519")
     for size, upload in s.params["copies"]:  # type: ignore[attr-defined]
@@ -600,12 +593,9 @@ def mining_nat(lab: Lab, s: Session) -> None:
 
 def reverse_socks(lab: Lab, s: Session) -> None:
     """`ssh -R PORT` (reverse dynamic SOCKS): the outside side browses the inside network."""
-    client, server = lab.hosts()
+    client, server, port = ssh_server(lab, s)
     p = s.params
-    port = int(p["port"])  # type: ignore[call-overload]
     fwd = lab.forward_port()
-    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    start_sshd(lab, "out", server, port, s.id)
     if not lab.sleep_until(s.start):
         return
     alive = int(p["alive"])  # type: ignore[call-overload]
@@ -696,11 +686,8 @@ def reverse_wstunnel(lab: Lab, s: Session) -> None:
 
 def ssh_transfer(lab: Lab, s: Session) -> None:
     """Benign bulk and short SSH uses: sftp, rsync over ssh, git clone over ssh."""
-    client, server = lab.hosts()
+    client, server, port = ssh_server(lab, s)
     p = s.params
-    port = int(p["port"])  # type: ignore[call-overload]
-    lab.label(Conversation(s.id, s.scenario, s.label, client, server, port))
-    start_sshd(lab, "out", server, port, s.id)
     key = str(lab.dir / "ssh" / "id_ed25519")
     ssh_cmd = " ".join(["ssh", "-i", key, *SSH_OPTS, "-o", f"BindAddress={client}", "-p", str(port)])
     t = s.start
