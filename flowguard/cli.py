@@ -90,6 +90,15 @@ PredictorOption = Annotated[
 ]
 
 
+EagerTunnelsOption = Annotated[
+    bool, typer.Option("--eager-tunnels",
+                       help="Flag reverse tunnels on the model's verdict alone. By default a tunnel "
+                            "verdict stands only once its connection behaves as a tunnel: an "
+                            "exchange begun by the outside end, or keepalives alone. Eager: idle "
+                            "tunnels without keepalives are flagged too, and so is SSH automation.")
+]
+
+
 @app.command("triage")
 def triage_cmd(
     paths: Annotated[
@@ -119,6 +128,7 @@ def triage_cmd(
             "FLOWGUARD_API_KEY (the output is unchanged).",
         ),
     ] = None,
+    eager_tunnels: EagerTunnelsOption = False,
 ) -> None:
     """Classify every flow in capture files: stratum_mining, reverse_tunnel or benign."""
     classifier = _load_model(model, lazy=True, predictor=predictor)
@@ -155,7 +165,7 @@ def triage_cmd(
         with bar:
             task = bar.add_task("triage", total=len(inputs), flows=0)
             flows = 0
-            for event in triage(paths, classifier):
+            for event in triage(paths, classifier, eager_tunnels=eager_tunnels):
                 if isinstance(event, FileDone):
                     if event.error:
                         failed += 1
@@ -273,6 +283,7 @@ def watch_cmd(
     idle_timeout: IdleTimeoutOption = 2,
     opening_timeout: OpeningTimeoutOption = None,
     buffer_mib: BufferOption = 64,
+    eager_tunnels: EagerTunnelsOption = False,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="jsonl or csv (table is for triage only).")
     ] = Format.jsonl,
@@ -336,7 +347,7 @@ def watch_cmd(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    pipeline = LivePipeline(source, classifier, sinks, metrics)
+    pipeline = LivePipeline(source, classifier, sinks, metrics, eager_tunnels=eager_tunnels)
     stop = threading.Event()
     main_pid = os.getpid()
 
@@ -394,6 +405,7 @@ def serve_cmd(
     idle_timeout: IdleTimeoutOption = 2,
     opening_timeout: OpeningTimeoutOption = None,
     buffer_mib: BufferOption = 64,
+    eager_tunnels: EagerTunnelsOption = False,
 ) -> None:
     """Run the verdict service: stores verdicts, decides blocks, serves pull lists.
     With --interface it also captures there and ingests its own verdicts (no HTTP)."""
@@ -420,7 +432,8 @@ def serve_cmd(
         source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout,
                               buffer_mib, opening_timeout)
         classifier = _load_model(settings.model, live=True, predictor=Predictor(settings.predictor))
-        pipeline = attach_capture(service_app.state.service, source, classifier)
+        pipeline = attach_capture(service_app.state.service, source, classifier,
+                                  eager_tunnels=eager_tunnels)
         pipeline.start()
         err.print(f"flowguard: capturing on {interface} "
                   f"({source.options(classifier.metadata.capture).describe_windows()})", markup=False)

@@ -11,14 +11,21 @@ sample variance nfstream reports); the gaps between windows, per direction, come
 first and last times; the first packets (`splt`) continue across windows. nDPI's label is the first
 window's that has one (each window is dissected afresh, and only a connection's start says much).
 
+Each connection also counts its exchanges: a window that begins after silence begins one, and
+whoever sent its first payload began it. A reverse tunnel is used from outside, so its exchanges
+are begun by the connection's responder, the outside end; an idle one is kept open by keepalives.
+Automation and interactive sessions are driven from inside: the initiator begins every exchange.
+`tunnel_evidence` reads that; the live pipeline holds back a tunnel verdict until it holds.
+
 This is Python per window, never per packet: a few microseconds for each window the meter exports.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -29,6 +36,14 @@ KEEP_S = 180
 idle timeout: after it, a connection would be a new flow there too)."""
 MAX_CONNECTIONS = 200_000
 """At most this many connections are remembered; the one longest without a packet goes first."""
+
+EXCHANGE_SILENCE_MS = 2_000
+"""A window that begins this long after its connection's last packet begins an exchange (the live
+windows end after 2 s of silence, so the next one begins with whoever spoke next)."""
+KEEPALIVE_PAYLOADS = 3
+"""An exchange begun by the initiator with at most this many payload packets each way, that does not
+close the connection, is a keepalive (SSH's keepalive@openssh.com and its reply: one or two
+packets each way). A command, a keystroke's echo stream or a request is more."""
 
 _DIRS = ("src2dst", "dst2src")
 
@@ -126,7 +141,7 @@ _OUT = {d: tuple(f"{d}_{f}" for f in _FIELDS) for d in _DIRS}
 class _Connection:
     __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first", "last", "dirs",
                  "piat", "application_name", "application_is_guessed", "splt_direction", "splt_ps",
-                 "splt_piat_ms", "windows")
+                 "splt_piat_ms", "windows", "responder", "inbound", "outbound", "keepalives")
 
     def __init__(self, w: Any) -> None:
         self.src_ip, self.src_port = w.src_ip, w.src_port
@@ -140,6 +155,13 @@ class _Connection:
         self.splt_ps: list[int] = []
         self.splt_piat_ms: list[int] = []
         self.windows = 0
+        # the outside end: the one the SYN went to; a connection first seen without its SYN (the
+        # capture began after it) has the lower port as its service end
+        if w.src2dst_syn_packets or w.src_port > w.dst_port:
+            self.responder = (w.dst_ip, w.dst_port)
+        else:
+            self.responder = (w.src_ip, w.src_port)
+        self.inbound = self.outbound = self.keepalives = 0
 
     def add(self, w: Any) -> None:
         flipped = w.src_ip != self.src_ip or w.src_port != self.src_port
@@ -149,6 +171,8 @@ class _Connection:
         gap = w.bidirectional_first_seen_ms - self.last if self.windows else 0
         if self.windows:
             self.piat.gap(gap)
+            if gap >= EXCHANGE_SILENCE_MS and w.splt_ps[0] > 0:
+                self._count_exchange(w)
         self.piat.add(w.bidirectional_packets - 1, w.bidirectional_mean_piat_ms,
                       w.bidirectional_stddev_piat_ms, 0, w.bidirectional_max_piat_ms)
         room = SPLT_PACKETS - len(self.splt_direction)
@@ -169,6 +193,18 @@ class _Connection:
         self.last = max(self.last, w.bidirectional_last_seen_ms)
         self.windows += 1
 
+    def _count_exchange(self, w: Any) -> None:
+        """Count the exchange window `w` begins (its first packet carries payload)."""
+        if (w.src_ip, w.src_port) == self.responder:
+            self.inbound += 1
+        elif w.src2dst_fin_packets or w.dst2src_fin_packets or w.src2dst_rst_packets \
+                or w.dst2src_rst_packets:
+            return  # the initiator closes the connection: says nothing of its use
+        elif w.src2dst_psh_packets <= KEEPALIVE_PAYLOADS and w.dst2src_psh_packets <= KEEPALIVE_PAYLOADS:
+            self.keepalives += 1
+        else:
+            self.outbound += 1
+
     def snapshot(self) -> ConnectionSoFar:
         return ConnectionSoFar(self)
 
@@ -187,6 +223,9 @@ class ConnectionSoFar:
         self.application_name = c.application_name
         self.application_is_guessed = c.application_is_guessed
         self.windows = c.windows
+        self.inbound_exchanges = c.inbound
+        self.outbound_exchanges = c.outbound
+        self.keepalive_exchanges = c.keepalives
         s2d, d2s = c.dirs[0].values(), c.dirs[1].values()
         attrs = self.__dict__
         attrs.update(zip(_OUT["src2dst"], s2d, strict=True))
@@ -201,6 +240,38 @@ class ConnectionSoFar:
         self.splt_direction = c.splt_direction + [-1] * pad
         self.splt_ps = c.splt_ps + [0] * pad
         self.splt_piat_ms = c.splt_piat_ms + [0] * pad
+
+
+def tunnel_evidence(c: ConnectionSoFar) -> bool:
+    """Has the connection so far behaved as a reverse tunnel does after its opening: its responder
+    (the outside end) has begun an exchange, or it has been kept open by keepalives alone? False
+    while the initiator has begun every exchange and at least one was more than a keepalive (SSH
+    automation, an interactive session), or nothing has followed the opening yet."""
+    return c.inbound_exchanges > 0 or (c.keepalive_exchanges > 0 and c.outbound_exchanges == 0)
+
+
+def tunnel_evidence_at(windows: Iterable[Any], flows: Sequence[tuple[tuple[Any, ...], int]]) -> list[bool]:
+    """For each of `flows`, given as (connection_key, last packet's time in ms), whether its
+    connection had shown `tunnel_evidence` by that time, as the live `windows` of the same capture
+    tell (offline triage reads a capture again as live windows for this). Only the windows of those
+    connections are merged."""
+    wanted = {key for key, _ in flows}
+    tracker = ConnectionTracker()
+    seen: dict[tuple[Any, ...], tuple[list[int], list[bool]]] = {}
+    for w in windows:
+        key = connection_key(w)
+        if key not in wanted:
+            continue
+        [so_far] = tracker.add([w])
+        ends, evidence = seen.setdefault(key, ([], []))
+        ends.append(w.bidirectional_last_seen_ms)
+        evidence.append(tunnel_evidence(so_far))
+    out = []
+    for key, last_ms in flows:
+        ends, evidence = seen.get(key, ([], []))
+        i = bisect_right(ends, last_ms) - 1
+        out.append(i >= 0 and evidence[i])
+    return out
 
 
 def connection_key(w: Any) -> tuple[Any, ...]:

@@ -14,7 +14,11 @@ whatever arrived within `max_wait` of the first one, so a quiet link does not de
 Each window after a connection's first is also judged as the connection so far
 (`connections.ConnectionTracker` merges the windows): a window of a few packets says little, the
 connection's first seconds together say more. A window is flagged when it, or its connection so far,
-is; the verdict then describes what was flagged. No per-packet Python runs: the per-packet work
+is; the verdict then describes what was flagged. A reverse-tunnel verdict is held back (benign)
+while its connection has not behaved as a tunnel does after its opening
+(`connections.tunnel_evidence`: an exchange begun by the outside end, or keepalives alone), unless
+the pipeline is `eager_tunnels`: SSH automation opens its connections as `ssh -N -R` does, but
+its client begins every exchange. No per-packet Python runs: the per-packet work
 stays in nfstream's engine, and the merging is Python per window.
 """
 
@@ -41,11 +45,11 @@ from flowguard.capture import (
     live_options,
     read_live,
 )
-from flowguard.connections import ConnectionTracker
+from flowguard.connections import ConnectionTracker, tunnel_evidence
 from flowguard.errors import CaptureError
 from flowguard.model import BENIGN, CLASSES, FlowClassifier
 from flowguard.records import FlowRecord
-from flowguard.triage import BATCH_SIZE, FlowVerdict, classify_batch
+from flowguard.triage import BATCH_SIZE, TUNNEL, FlowVerdict, classify_batch, held_tunnel
 
 log = logging.getLogger("flowguard.live")
 
@@ -131,6 +135,11 @@ class LiveMetrics:
             buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0), registry=self.registry)
         self.sink_errors = Counter("flowguard_live_sink_errors", "Failed hand-overs of verdicts.",
                                    registry=self.registry)
+        self.tunnels_held = Counter(
+            "flowguard_live_tunnel_verdicts_held",
+            "Reverse-tunnel verdicts held back (given as benign) because their connection had not "
+            "yet behaved as a tunnel: no exchange begun by its outside end, and more than keepalives "
+            "begun by its inside end.", registry=self.registry)
 
 
 @dataclass
@@ -150,6 +159,9 @@ class LivePipeline:
     verdicts: int = 0
     error: CaptureError | None = None
     connections: ConnectionTracker = field(default_factory=ConnectionTracker)
+    eager_tunnels: bool = False
+    """Flag reverse tunnels on the model's verdict alone, without waiting for the connection's
+    evidence (`connections.tunnel_evidence`)."""
 
     def __post_init__(self) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=100_000)
@@ -236,6 +248,11 @@ class LivePipeline:
             for i, verdict in zip(later, whole, strict=True):
                 if verdicts[i].verdict == BENIGN_NAME and verdict.verdict != BENIGN_NAME:
                     verdicts[i] = verdict
+        if not self.eager_tunnels:
+            for i, v in enumerate(verdicts):
+                if v.verdict == TUNNEL and not tunnel_evidence(so_far[i]):
+                    verdicts[i] = held_tunnel(v)
+                    self.metrics.tunnels_held.inc()
         self.metrics.inference.observe(time.perf_counter() - started)
         for v in verdicts:
             self.metrics.verdicts.labels(v.verdict).inc()

@@ -6,6 +6,12 @@
 
 Per-file problems (missing, not a capture, truncated) never stop the other files: they come back
 as `FileDone.error`. Problems that concern every file (the model) raise.
+
+A flow the model calls a reverse tunnel is weighed once its file is read: the file is read again
+as the live windows (only when it has such flows), and the verdict stands only if the flow's
+connection had behaved as a tunnel by the flow's end (`connections.tunnel_evidence`: an exchange
+begun by the outside end, or keepalives alone); otherwise it is benign. Those verdicts come after
+the file's others. `eager_tunnels` keeps the model's verdict as it is.
 """
 
 from __future__ import annotations
@@ -15,21 +21,23 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flowguard.capture import read_flows
+from flowguard.capture import live_options, read_flows
+from flowguard.connections import connection_key, tunnel_evidence_at
 from flowguard.errors import CaptureError
 from flowguard.features import vectorize
-from flowguard.model import BENIGN, FlowClassifier, Reason
+from flowguard.model import BENIGN, CLASSES, FlowClassifier, Reason
 from flowguard.pcapfile import LINKTYPE_NAMES, CaptureInfo, inspect_capture, sniff_format
 from flowguard.records import FlowRecord
 
 BATCH_SIZE = 1024
+TUNNEL = "reverse_tunnel"
 
 OUTPUT_FIELDS = (
     "pcap",
@@ -119,6 +127,7 @@ def triage(
     paths: Iterable[str | os.PathLike[str]],
     classifier: FlowClassifier,
     batch_size: int = BATCH_SIZE,
+    eager_tunnels: bool = False,
 ) -> Iterator[list[FlowVerdict] | FileDone]:
     """Classify every flow of every input; see the module docstring for what it yields."""
     # the framing walk is Python per record: in a thread it would take the GIL from the classifier;
@@ -130,12 +139,12 @@ def triage(
             if problem is not None:
                 yield FileDone(path, error=problem)
                 continue
-            yield from _triage_file(path, classifier, batch_size, walker)
+            yield from _triage_file(path, classifier, batch_size, walker, eager_tunnels)
     classifier.settle()
 
 
 def _triage_file(
-    path: str, classifier: FlowClassifier, batch_size: int, walker: Executor
+    path: str, classifier: FlowClassifier, batch_size: int, walker: Executor, eager_tunnels: bool
 ) -> Iterator[list[FlowVerdict] | FileDone]:
     done = FileDone(path)
     p = Path(path)
@@ -151,20 +160,29 @@ def _triage_file(
     # The framing walk (is the file whole?) runs beside nfstream, which reads in its own process.
     framing: Future[CaptureInfo] = walker.submit(inspect_capture, p)
     flows = read_flows(p, classifier.metadata.capture)
+    tunnels: list[FlowVerdict] = []  # weighed once the file is read
     try:
         first = list(islice(flows, 1))  # nfstream's meter is reading in its own process now...
         classifier.prepare()  # ...while a lazily loaded model loads its compiled trees here
         flows = chain(first, flows)
         while batch := list(islice(flows, batch_size)):
             verdicts = classify_batch(path, batch, classifier)
+            if not eager_tunnels:
+                tunnels.extend(v for v in verdicts if v.verdict == TUNNEL)
+                verdicts = [v for v in verdicts if v.verdict != TUNNEL]
             done.counts.update(v.verdict for v in verdicts)
             # more flows to come (a small file is read whole by now): LightGBM, which explains
             # flagged flows, is loaded in a thread while the meter reads on
             if len(batch) == batch_size:
                 classifier.prepare_explanations()
-            yield verdicts
+            if verdicts:
+                yield verdicts
     except CaptureError as exc:
         done.error = str(exc).removeprefix(f"{path}: ")
+    if tunnels:
+        tunnels = weigh_tunnels(p, tunnels, classifier)
+        done.counts.update(v.verdict for v in tunnels)
+        yield tunnels
     try:
         info = framing.result()
         done.packets = info.packets
@@ -184,6 +202,24 @@ def _triage_file(
     except BrokenExecutor as exc:  # the walking process died (killed, out of memory)
         done.error = done.error or f"the capture's framing could not be checked ({exc})"
     yield done
+
+
+def weigh_tunnels(path: Path, tunnels: list[FlowVerdict], classifier: FlowClassifier) -> list[FlowVerdict]:
+    """The reverse-tunnel verdicts of a file, each held back (benign) unless its connection had
+    shown tunnel evidence by the flow's end, by the file's live windows. If the file cannot be read
+    again, the verdicts stay as the model gave them."""
+    try:
+        windows = read_flows(path, live_options(classifier.metadata.capture))
+        evidence = tunnel_evidence_at(windows, [(connection_key(v), v.last_seen_ms) for v in tunnels])
+    except CaptureError:
+        return tunnels
+    return [v if ok else held_tunnel(v) for v, ok in zip(tunnels, evidence, strict=True)]
+
+
+def held_tunnel(v: FlowVerdict) -> FlowVerdict:
+    """A reverse-tunnel verdict held back: benign, scored with the benign probability; `scores`
+    still show what the model said."""
+    return replace(v, verdict=CLASSES[BENIGN], score=v.scores[CLASSES[BENIGN]], reasons=[])
 
 
 def _not_a_capture(path: Path) -> str:

@@ -13,12 +13,19 @@ import numpy as np
 import pytest
 
 from flowguard.capture import CaptureOptions, live_options, read_flows
-from flowguard.connections import ConnectionTracker, Sample, connection_key
+from flowguard.connections import (
+    ConnectionTracker,
+    Sample,
+    connection_key,
+    tunnel_evidence,
+    tunnel_evidence_at,
+)
 from flowguard.errors import ConfigError
 from flowguard.features import FEATURES, vectorize
 from flowguard.live import LivePipeline, LiveSource
 from flowguard.model import FlowClassifier, default_model_dir
-from training.dataset import since_connection_start
+from flowguard.triage import FileDone, triage
+from training.dataset import cut_capture, since_connection_start
 
 PCAPS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
 
@@ -77,6 +84,65 @@ def window(first: int, last: int, src: tuple[str, int] = ("10.0.0.1", 40000)) ->
     return SimpleNamespace(**attrs)
 
 
+CLIENT, SERVER = ("10.0.0.1", 40000), ("10.0.0.2", 443)
+
+
+def turn(first: int, by: tuple[str, int] = CLIENT, payloads: tuple[int, int] = (1, 1),
+         first_payload: int = 52, syn: bool = False, fin: bool = False) -> SimpleNamespace:
+    """A window of the CLIENT-SERVER connection that `by` begins at `first` ms with a packet of
+    `first_payload` bytes: `payloads` packets with payload (PSH) from its beginner and from the
+    other end."""
+    w = window(first, first + 300, by)
+    other = SERVER if by == CLIENT else CLIENT
+    w.dst_ip, w.dst_port = other
+    w.splt_ps = [first_payload] + [0] * 19
+    w.src2dst_psh_packets, w.dst2src_psh_packets = payloads
+    w.src2dst_syn_packets = int(syn)
+    w.src2dst_fin_packets = int(fin)
+    return w
+
+
+def test_a_connection_counts_who_begins_its_exchanges() -> None:
+    """A window after 2 s of silence whose first packet carries payload begins an exchange: by the
+    responder (inbound), or by the initiator, a keepalive (a few payloads each way) or more
+    (outbound). Windows cut from a running exchange, bare ACKs and the close are not exchanges."""
+    tracker = ConnectionTracker()
+
+    def counts(w: SimpleNamespace) -> tuple[int, int, int, bool]:
+        c = tracker.add([w])[0]
+        return c.inbound_exchanges, c.outbound_exchanges, c.keepalive_exchanges, tunnel_evidence(c)
+
+    assert counts(turn(0, syn=True, payloads=(10, 9))) == (0, 0, 0, False)  # the opening alone
+    assert counts(turn(30_000)) == (0, 0, 1, True)  # a keepalive: an idle tunnel held open
+    assert counts(turn(60_000, SERVER, first_payload=0)) == (0, 0, 1, True)  # a bare ACK
+    assert counts(turn(61_000, SERVER, payloads=(3, 3))) == (0, 0, 1, True)  # 0.7 s on: no exchange
+    assert counts(turn(90_000, payloads=(6, 4))) == (0, 1, 1, False)  # a command from inside
+    assert counts(turn(120_000, fin=True)) == (0, 1, 1, False)  # the inside end closes: no exchange
+    assert counts(turn(150_000, SERVER, payloads=(2, 8))) == (1, 1, 1, True)  # used from outside
+
+
+def test_a_connection_first_seen_without_its_syn_takes_the_lower_port_as_its_outside_end() -> None:
+    """Capture began after the connection opened (an appliance restarted beside a tunnel in use):
+    the first window seen begins at the server; the server is still its responder."""
+    tracker = ConnectionTracker()
+    first = tracker.add([turn(0, SERVER, payloads=(4, 4))])[0]
+    assert (first.inbound_exchanges, tunnel_evidence(first)) == (0, False)
+    later = tracker.add([turn(10_000, SERVER, payloads=(4, 4))])[0]
+    assert (later.inbound_exchanges, later.outbound_exchanges, tunnel_evidence(later)) == (1, 0, True)
+
+
+def test_offline_evidence_is_the_connections_by_each_flows_end() -> None:
+    """A whole flow is weighed by its connection as the live windows tell it up to the flow's last
+    packet: a later use from outside does not vouch for an earlier flow; other connections' windows
+    do not count."""
+    windows = [turn(0, syn=True, payloads=(10, 9)), turn(40_000, SERVER, payloads=(2, 8)),
+               turn(45_000, ("10.0.0.3", 41000), payloads=(5, 5))]
+    key = connection_key(windows[0])
+    assert tunnel_evidence_at(windows, [(key, 300), (key, 41_000), (key, 99_000)]) == [False, True, True]
+    unseen = (6, ("10.0.0.7", 1), ("10.0.0.8", 2))
+    assert tunnel_evidence_at(windows, [(unseen, 50_000)]) == [False]
+
+
 def test_a_sample_merges_exactly_and_a_value_taken_out_undoes_its_adding() -> None:
     values = np.array([3.0, 40.0, 7.5, 900.0, 12.0, 0.0, 61.0])
     sample = Sample()
@@ -120,14 +186,73 @@ def replay(path: Path) -> Any:
     return read
 
 
-def run_live(path: Path, classifier: FlowClassifier) -> list[Any]:
+def run_live(path: Path, classifier: FlowClassifier, **options: Any) -> list[Any]:
+    return run_pipeline(path, classifier, **options)[0]
+
+
+def run_pipeline(path: Path, classifier: FlowClassifier, **options: Any) -> tuple[list[Any], LivePipeline]:
     out: list[Any] = []
-    pipeline = LivePipeline(LiveSource("replay"), classifier, sinks=[out.extend], read=replay(path))
+    pipeline = LivePipeline(LiveSource("replay"), classifier, sinks=[out.extend], read=replay(path),
+                            **options)
     pipeline.start()
     assert pipeline.wait(60)
     pipeline.stop()
     assert len(out) == pipeline.flows > 0
-    return out
+    return out, pipeline
+
+
+def triaged(path: Path, **options: Any) -> tuple[list[Any], Counter[str]]:
+    classifier = FlowClassifier.load(default_model_dir())
+    verdicts: list[Any] = []
+    counts: Counter[str] = Counter()
+    for event in triage([path], classifier, **options):
+        if isinstance(event, FileDone):
+            assert event.error is None
+            counts = event.counts
+        else:
+            verdicts += event
+    assert Counter(v.verdict for v in verdicts) == counts
+    return sorted(verdicts, key=lambda v: (v.first_seen_ms, v.src_port)), counts
+
+
+def test_offline_a_tunnel_verdict_needs_its_connection_to_behave_as_one(tmp_path: Path) -> None:
+    """The SSH tunnel sample cut before its first use holds only the tunnel's opening, which the
+    model flags (as it flags SSH automation's): held back offline too, unless eager. The whole
+    sample, used from outside, is flagged either way."""
+    sample = next(p for p in PCAPS if p.name == "reverse-ssh-443-shell.pcap")
+    cut_capture(sample, tmp_path / "opening.pcap", 12)
+    eager, _ = triaged(tmp_path / "opening.pcap", eager_tunnels=True)
+    held, counts = triaged(tmp_path / "opening.pcap")
+    assert [v.verdict for v in eager] == ["reverse_tunnel"]
+    assert [v.verdict for v in held] == ["benign"] and counts == {"benign": 1}
+    assert held[0].scores == eager[0].scores and held[0].score == held[0].scores["benign"]
+    assert held[0].reasons == [] and eager[0].reasons
+    whole, _ = triaged(sample)
+    assert [v.verdict for v in whole] == [v.verdict for v in triaged(sample, eager_tunnels=True)[0]]
+    assert "reverse_tunnel" in {v.verdict for v in whole}
+
+
+@pytest.mark.parametrize("name", ["reverse-ssh-443-shell.pcap", "reverse-autossh-22-pull.pcap",
+                                  "host-mining-and-tunnel.pcap"])
+def test_a_tunnel_verdict_waits_for_the_connection_to_behave_as_a_tunnel(
+        name: str, live_classifier: FlowClassifier) -> None:
+    """The model flags the tunnels' opening windows already (`ssh -N -R` opens as SSH automation
+    does); held back, the verdict comes with the first keepalive or the first use from outside,
+    seconds later. Eager, it comes at the opening. Other verdicts do not change."""
+    path = next(p for p in PCAPS if p.name == name)
+    held, pipeline = run_pipeline(path, live_classifier)
+    eager = run_live(path, live_classifier, eager_tunnels=True)
+    assert len(held) == len(eager)
+    tunnels = [i for i, v in enumerate(held) if v.verdict == "reverse_tunnel"]
+    changed = [i for i, (a, b) in enumerate(zip(held, eager, strict=True)) if a.verdict != b.verdict]
+    assert tunnels and changed  # the samples' openings are flagged eagerly, and held
+    assert pipeline.metrics.tunnels_held._value.get() == len(changed)
+    for i in changed:
+        assert (held[i].verdict, eager[i].verdict) == ("benign", "reverse_tunnel")
+        assert held[i].score == held[i].scores["benign"] and held[i].reasons == []
+    first_held = min(held[i].last_seen_ms for i in tunnels)
+    first_eager = min(v.last_seen_ms for v in eager if v.verdict == "reverse_tunnel")
+    assert 0 < first_held - first_eager <= 30_000
 
 
 def test_live_verdicts_weigh_the_connection_so_far(live_classifier: FlowClassifier) -> None:

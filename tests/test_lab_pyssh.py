@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,81 @@ def test_unreachable_server_is_an_exit_code_not_a_traceback() -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "pyssh exec:" in done.stderr and "Traceback" not in done.stderr
+
+
+@contextmanager
+def capture_loopback(port: int, path: Path):  # type: ignore[no-untyped-def]
+    """tcpdump on lo for the sshd's port while the block runs."""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("capture skipped: needs tcpdump (apt-get install tcpdump)")
+    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", str(path), "tcp", "port", str(port)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "listening on" in proc.stderr.readline()
+        yield
+    finally:
+        time.sleep(0.5)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def connection_so_far(path: Path, port: int) -> list[Any]:
+    """The sshd connections of a capture as the live pipeline's tracker last saw each."""
+    from flowguard.capture import live_options, read_flows
+    from flowguard.connections import ConnectionTracker, connection_key
+    from flowguard.model import FlowClassifier, default_model_dir
+
+    options = live_options(FlowClassifier.load(default_model_dir()).metadata.capture)
+    windows = [w for w in read_flows(path, options) if port in (w.src_port, w.dst_port)]
+    last = {connection_key(w): c for w, c in zip(windows, ConnectionTracker().add(windows), strict=True)}
+    return list(last.values())
+
+
+def test_automation_is_driven_from_inside_and_a_used_tunnel_from_outside(sshd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What the live pipeline waits for before a tunnel verdict (connections.tunnel_evidence), on
+    real SSH: commands on one connection, seconds apart, are exchanges begun by the client; a
+    reverse tunnel's keepalives are keepalives, and its use from outside an exchange begun by the
+    server."""
+    from flowguard.connections import tunnel_evidence
+
+    port, key = sshd
+    with capture_loopback(port, tmp_path / "automation.pcap"):
+        done = subprocess.run(  # seed 5: gaps of 5.4, 7.3 and 4.2 s
+            pyssh("exec", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--duration", "18",
+                  "--gap-mean", "4", "--per-connection", "0", "--seed", "5"),
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [automation] = connection_so_far(tmp_path / "automation.pcap", port)
+    assert automation.outbound_exchanges >= 2 and automation.inbound_exchanges == 0
+    assert not tunnel_evidence(automation)
+
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+    echo.settimeout(10)
+    listen = free_port()
+    with capture_loopback(port, tmp_path / "tunnel.pcap"):
+        tunnel = subprocess.Popen(
+            pyssh("tunnel", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--keepalive", "5",
+                  "--listen-port", str(listen), "--dest", f"127.0.0.1:{echo.getsockname()[1]}",
+                  "--duration", "30", "--verbose"),
+            cwd=REPO, stderr=subprocess.PIPE, text=True)
+        try:
+            assert tunnel.stderr is not None
+            assert tunnel.stderr.readline().strip() == f"pyssh forwarding {listen}"
+            time.sleep(7.7)  # idle, but for a keepalive at 5 s; then used, after 2.7 s of silence
+            outside = socket.create_connection(("127.0.0.1", listen), timeout=5)
+            inside, _ = echo.accept()
+            outside.sendall(b"used from outside")
+            assert inside.recv(100) == b"used from outside"
+            outside.close()
+            inside.close()
+            time.sleep(1)
+        finally:
+            tunnel.terminate()
+            tunnel.communicate(timeout=15)
+            echo.close()
+    [used] = connection_so_far(tmp_path / "tunnel.pcap", port)
+    assert used.keepalive_exchanges >= 1 and used.inbound_exchanges >= 1
+    assert used.outbound_exchanges == 0 and tunnel_evidence(used)

@@ -145,6 +145,9 @@ def test_time_to_detect_counts_tunnels_from_their_first_use_too() -> None:
     assert since["within_s"]["30"] == round(2 / 3, 4)  # a at 15 s; c never
     ssh = {"label": "reverse_tunnel", "params": {"tool": "ssh", "idle_before": 15, "uses": []}}
     assert first_use_s(ssh) == 18.0  # the SSH tunnels settle 3 s first
+    idle_first = {"label": "reverse_tunnel",
+                  "params": {"idle_before": 15, "uses": [["idle", 40.5], ["shell", 30], ["idle", 9]]}}
+    assert first_use_s(idle_first) == 58.5  # an idle step is no use
     assert first_use_s({"label": "reverse_tunnel", "params": {"port": 443}}) == 0.0
     assert first_use_s({"label": "stratum_mining", "params": {}}) is None
 

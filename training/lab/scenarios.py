@@ -161,7 +161,8 @@ plus its `idle_before`."""
 
 def first_use_s(session: dict[str, object]) -> float | None:
     """Seconds from a reverse-tunnel session's start (when its client connects) to the tunnel's
-    first use, by the schedule its scenario follows; None for a session of another class. Sessions
+    first use, by the schedule its scenario follows (after its leading "idle" steps: a tunnel never
+    used is counted from the end of its schedule); None for a session of another class. Sessions
     are described as `Session.describe` writes them in labels.json."""
     if session.get("label") != "reverse_tunnel":
         return None
@@ -169,7 +170,13 @@ def first_use_s(session: dict[str, object]) -> float | None:
     if not isinstance(params, dict) or "idle_before" not in params:
         return 0.0  # used as soon as it connects (the reverse shell)
     settle = TUNNEL_SETTLE_S if "uses" in params else 0
-    return float(params["idle_before"]) + settle
+    # `reverse_tunnel` waits out an "idle" step before the next: the first use is after them
+    idle = 0.0
+    for step, length in params.get("uses", []):
+        if step != "idle":
+            break
+        idle += float(length)
+    return float(params["idle_before"]) + settle + idle
 
 
 def py(module: str, *args: object) -> list[str]:
