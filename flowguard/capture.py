@@ -15,7 +15,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -89,8 +89,10 @@ def _flow_options(options: CaptureOptions) -> dict[str, Any]:
     }
 
 
-def read_flows(source: str | os.PathLike[str], options: CaptureOptions) -> Iterator[FlowRecord]:
-    """Yield the flows nfstream builds from a capture file (or interface name)."""
+def read_flows(source: str | os.PathLike[str], options: CaptureOptions,
+               bpf_filter: str | None = None) -> Iterator[FlowRecord]:
+    """Yield the flows nfstream builds from a capture file (or interface name); `bpf_filter`: only
+    of the packets it passes."""
     import nfstream.meter
     from nfstream import NFStreamer
 
@@ -98,7 +100,8 @@ def read_flows(source: str | os.PathLike[str], options: CaptureOptions) -> Itera
     if _opening_ms(options):
         patched["create_engine"] = _engine(nfstream.meter.create_engine, options)
     try:
-        streamer = NFStreamer(source=os.fspath(source), n_meters=1, **_flow_options(options))
+        streamer = NFStreamer(source=os.fspath(source), n_meters=1, bpf_filter=bpf_filter,
+                              **_flow_options(options))
         with _meter_patched(nfstream.meter, patched):
             yield from streamer
     except ValueError as exc:  # nfstream reports bad sources and engine errors as ValueError
@@ -117,6 +120,26 @@ def _meter_patched(meter: Any, patched: dict[str, Any]) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(meter, name, value)
+
+
+MAX_FILTERED_CONNECTIONS = 64
+"""`connections_filter` narrows a read to at most this many connections (a longer filter would take
+libpcap longer to compile and run than reading everything)."""
+
+
+def connections_filter(conns: Iterable[tuple[int, str, int, str, int]]) -> str | None:
+    """A BPF filter that passes the packets of the given (protocol, address, port, address, port)
+    connections, VLAN-tagged or not; None if there are too many or one is neither TCP nor UDP."""
+    terms = []
+    for proto, a, pa, b, pb in sorted(set(conns)):
+        name = {6: "tcp", 17: "udp"}.get(proto)
+        if name is None:
+            return None
+        terms.append(f"({name} and host {a} and host {b} and port {pa} and port {pb})")
+    if not terms or len(terms) > MAX_FILTERED_CONNECTIONS:
+        return None
+    either = " or ".join(terms)
+    return f"({either}) or (vlan and ({either}))"
 
 
 LIVE_ACTIVE_TIMEOUT = 5

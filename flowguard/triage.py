@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from flowguard.capture import live_options, read_flows
+from flowguard.capture import connections_filter, live_options, read_flows
 from flowguard.connections import connection_key, tunnel_evidence_at
 from flowguard.errors import CaptureError
 from flowguard.features import vectorize
@@ -206,13 +206,29 @@ def _triage_file(
 
 def weigh_tunnels(path: Path, tunnels: list[FlowVerdict], classifier: FlowClassifier) -> list[FlowVerdict]:
     """The reverse-tunnel verdicts of a file, each held back (benign) unless its connection had
-    shown tunnel evidence by the flow's end, by the file's live windows. If the file cannot be read
-    again, the verdicts stay as the model gave them."""
-    try:
-        windows = read_flows(path, live_options(classifier.metadata.capture))
-        evidence = tunnel_evidence_at(windows, [(connection_key(v), v.last_seen_ms) for v in tunnels])
-    except CaptureError:
-        return tunnels
+    shown tunnel evidence by the flow's end, by the file's live windows. The second read passes
+    only those connections' packets (a BPF filter) where it can; a connection the filter missed
+    (two VLAN tags, a tunnel nfstream decodes) or a filter the link type refuses means a read of
+    the whole file. If the file
+    cannot be read again, the verdicts stay as the model gave them."""
+    wanted = [(connection_key(v), v.last_seen_ms) for v in tunnels]
+    keys = {key for key, _ in wanted}
+    options = live_options(classifier.metadata.capture)
+    narrowed = connections_filter((v.protocol, v.src_ip, v.src_port, v.dst_ip, v.dst_port)
+                                  for v in tunnels)
+    windows: list[FlowRecord] = []
+    if narrowed is not None:
+        try:
+            windows = [w for w in read_flows(path, options, narrowed) if connection_key(w) in keys]
+        except CaptureError:  # the filter does not compile for this link type (raw IP: no VLANs)
+            pass
+    missed = keys - {connection_key(w) for w in windows}
+    if missed:
+        try:
+            windows += [w for w in read_flows(path, options) if connection_key(w) in missed]
+        except CaptureError:
+            return tunnels
+    evidence = tunnel_evidence_at(windows, wanted)
     return [v if ok else held_tunnel(v) for v, ok in zip(tunnels, evidence, strict=True)]
 
 

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flowguard.capture import CaptureOptions, live_options, read_flows
+from flowguard.capture import (
+    MAX_FILTERED_CONNECTIONS,
+    CaptureOptions,
+    connections_filter,
+    live_options,
+    read_flows,
+)
 from flowguard.connections import (
     ConnectionTracker,
     Sample,
@@ -25,6 +31,7 @@ from flowguard.features import FEATURES, vectorize
 from flowguard.live import LivePipeline, LiveSource
 from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.triage import FileDone, triage
+from tests.capturekit import LINKTYPE_RAW, pcap_bytes, read_pcap, relink, to_ipv6, to_raw, to_vlan
 from training.dataset import cut_capture, since_connection_start
 
 PCAPS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
@@ -230,6 +237,44 @@ def test_offline_a_tunnel_verdict_needs_its_connection_to_behave_as_one(tmp_path
     whole, _ = triaged(sample)
     assert [v.verdict for v in whole] == [v.verdict for v in triaged(sample, eager_tunnels=True)[0]]
     assert "reverse_tunnel" in {v.verdict for v in whole}
+
+
+LINKS = {
+    "vlan": lambda p: pcap_bytes(relink(p, to_vlan)),
+    "double-vlan": lambda p: pcap_bytes(relink(relink(p, to_vlan), to_vlan)),  # the filter misses: read whole
+    "ipv6": lambda p: pcap_bytes(relink(p, to_ipv6)),
+    "raw": lambda p: pcap_bytes(relink(p, to_raw), LINKTYPE_RAW),
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINKS))
+def test_offline_tunnels_are_weighed_the_same_on_every_link(link: str, tmp_path: Path) -> None:
+    """The second read is narrowed to the tunnels' connections by a BPF filter, VLAN-tagged or not;
+    what the filter misses is looked for in the whole file. Either way the verdicts are those of
+    the plain Ethernet capture."""
+    sample = next(p for p in PCAPS if p.name == "host-mining-and-tunnel.pcap")
+    cut_capture(sample, tmp_path / "opening.pcap", 12)
+    for name in ("opening.pcap", sample.name):
+        plain = tmp_path / name if name == "opening.pcap" else sample
+        _, packets = read_pcap(plain)
+        (tmp_path / f"{link}-{name}").write_bytes(LINKS[link](packets))
+        want = [v.verdict for v in triaged(plain)[0]]
+        assert [v.verdict for v in triaged(tmp_path / f"{link}-{name}")[0]] == want
+        assert "reverse_tunnel" in [v.verdict for v in triaged(plain, eager_tunnels=True)[0]]
+    if link == "vlan":  # the filter passes exactly the tunnel's packets: the same windows
+        options = live_options(FlowClassifier.load(default_model_dir()).metadata.capture)
+        every = list(read_flows(tmp_path / f"vlan-{sample.name}", options))
+        t = next(w for w in every if 8022 in (w.src_port, w.dst_port))
+        narrowed = connections_filter([(6, t.src_ip, t.src_port, t.dst_ip, t.dst_port)])
+        assert narrowed is not None
+
+        def shape(ws: Any) -> list[tuple[int, int]]:
+            return [(w.bidirectional_first_seen_ms, w.bidirectional_packets) for w in ws]
+        assert shape(read_flows(tmp_path / f"vlan-{sample.name}", options, narrowed)) == shape(
+            w for w in every if connection_key(w) == connection_key(t))
+    assert connections_filter([(1, "10.0.0.1", 0, "10.0.0.2", 0)]) is None  # ICMP: no ports
+    many = [(6, "10.0.0.1", p, "10.0.0.2", 22) for p in range(1000, 1000 + MAX_FILTERED_CONNECTIONS + 1)]
+    assert connections_filter(many) is None and connections_filter(many[:2]) is not None
 
 
 @pytest.mark.parametrize("name", ["reverse-ssh-443-shell.pcap", "reverse-autossh-22-pull.pcap",

@@ -175,6 +175,28 @@ def test_heldout_scores_sessions_by_tls_variant(smoke_run: Path, tmp_path: Path)
         (s["label"], s["scenario"]) for s in labels["sessions"]}
 
 
+def test_pipeline_scores_sessions_offline_and_live_held_and_eager(smoke_run: Path) -> None:
+    """training.pipeline: every session counted once under its label and kind, in the four ways
+    flowguard gives verdicts; holding tunnel verdicts never flags more than eager does."""
+    from flowguard.model import default_model_dir
+    from training.pipeline import kind, score
+
+    labels = json.loads((smoke_run / "labels.json").read_text())
+    report = score(default_model_dir(), [smoke_run])
+    assert {(c, k) for c, v in report.items() for k in v} == {
+        (s["label"], kind(s)) for s in labels["sessions"]}
+    for counts in (v for c in report.values() for v in c.values()):
+        for view in ("offline", "live"):
+            assert 0 <= counts[f"{view}_held"] <= counts[f"{view}_eager"] <= counts["sessions"]
+    for counts in report["stratum_mining"].values():  # mining is never held
+        assert counts["offline_held"] == counts["offline_eager"]
+        assert counts["live_held"] == counts["live_eager"]
+    assert sum(c["offline_held"] for c in report["stratum_mining"].values()) >= 1
+    assert all(c["offline_eager"] == 0 for c in report["benign"].values())
+    for c in report["reverse_tunnel"].values():
+        assert c["live_in_time_held"] <= min(c["used"], c["live_held"])
+
+
 def test_a_run_stopped_with_sigterm_takes_its_namespaces_down(tmp_path: Path) -> None:
     """kill (a job runner, a timeout) stops a run as Ctrl-C does: nothing of it is left running."""
     import signal
