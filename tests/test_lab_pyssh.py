@@ -116,6 +116,19 @@ def test_automation_runs_commands_in_batches_on_new_connections(sshd) -> None:  
     assert st["bytes_out"] > 0  # the commands answered
 
 
+def test_slow_tasks_send_a_module_and_answer_after_working(sshd) -> None:  # type: ignore[no-untyped-def]
+    port, key = sshd
+    started = time.monotonic()
+    done = subprocess.run(  # seed 1: the first task is "sleep 2; ps aux | head -n 30"
+        pyssh("exec", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--duration", "1",
+              "--tasks", "slow", "--seed", "1", "--verbose"),
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    st = stats(done.stderr)
+    assert st["commands"] == 1 and st["bytes_out"] > 0  # the module was read, then ps answered
+    assert time.monotonic() - started >= 2
+
+
 def test_unreachable_server_is_an_exit_code_not_a_traceback() -> None:
     pytest.importorskip("asyncssh", reason="pyssh test skipped: no asyncssh (pip install -e '.[lab]')")
     done = subprocess.run(

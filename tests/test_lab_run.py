@@ -124,6 +124,28 @@ def test_ssh_mux_share_multiplexes_openssh_automation_only() -> None:
     assert [s.params for s in untouched] == [s.params for s in plain]
 
 
+def test_slow_task_share_marks_automation_of_either_client_only() -> None:
+    import random
+
+    from training.lab.scenarios import ssh_automation
+
+    def sessions() -> list:
+        return run.plan("automation", random.Random(6), 600.0, "t")
+
+    plain, marked = sessions(), sessions()
+    run.slow_tasks(marked, 1.0, seed=6)
+    clients = set()
+    for before, after in zip(plain, marked, strict=True):
+        if after.body is ssh_automation:
+            assert after.params.pop("tasks") == "slow"
+            clients.add(after.params["client"])
+        assert after.params == before.params
+    assert clients == {"asyncssh", "ssh"}
+    untouched = sessions()
+    run.slow_tasks(untouched, 0.0, seed=6)
+    assert [s.params for s in untouched] == [s.params for s in plain]
+
+
 def test_pool_accounts_read_each_sessions_last_pool_stats_line(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -5,7 +5,8 @@ live windows), each with reverse-tunnel verdicts held until their connection beh
 
     python -m training.pipeline --model models/2026.11.24.12 training/data/held/a1 training/data/held/b1
 
-For each kind of session (its scenario; SSH automation also by client and commands a connection)
+For each kind of session (its scenario; SSH automation also by client, commands a connection and
+slow tasks)
 it counts the sessions flagged: malicious ones as their class, benign ones as anything. For reverse
 tunnels used from outside, `live_in_time` counts those flagged live within train.DETECT_TARGET_S of
 their first use by the lab's schedule (a verdict's time: its window's last packet).
@@ -38,7 +39,7 @@ def kind(session: dict[str, Any]) -> str:
     p = session.get("params", {})
     if scenario.startswith("ssh-automation"):
         per = "mux" if p.get("mux") else p.get("per_connection")
-        return f"{scenario}/{per}"
+        return f"{scenario}/{per}" + ("/slow" if p.get("tasks") == "slow" else "")
     return scenario
 
 

@@ -33,6 +33,15 @@ AUTOMATION_COMMANDS = (
     "find /etc -maxdepth 1 -name '*.conf' | head -n 20", "cat /proc/meminfo | head -n 12",
 )
 """What an automation session runs: facts and health checks, short answers and a few pages."""
+SLOW_TASKS = (
+    "sleep 3; df -h", "sleep 8; cat /etc/os-release", "sleep 2; ps aux | head -n 30",
+    "sleep 15; uptime", "sleep 5; ls -la /etc | head -n 40", "sleep 11; free -m",
+    "sleep 4; cat /proc/meminfo | head -n 12", "sleep 24; date -u",
+)
+"""... or tasks that work for seconds before they answer, as configuration management's do (a
+package installed, a service restarted): the connection falls silent, then the server speaks
+first. AsyncSSH sends each one a module first (`ExecConfig.module_bytes`), as Ansible copies its
+module over before running it."""
 
 
 @dataclass
@@ -67,6 +76,7 @@ class ExecConfig:
     gap_mean: float = 20.0  # seconds between commands, on average
     per_connection: int = 0  # commands per connection (0: all on one)
     commands: tuple[str, ...] = field(default=AUTOMATION_COMMANDS)
+    module_bytes: tuple[int, int] = (0, 0)  # a command's input: this many bytes, at random (min, max)
 
 
 async def tunnel(cfg: TunnelConfig, stop: asyncio.Event,
@@ -99,7 +109,12 @@ async def automation(cfg: ExecConfig, stop: asyncio.Event) -> dict[str, Any]:
             st["connections"] += 1
             n = 0
             while not stop.is_set() and loop.time() < deadline:
-                result = await conn.run(rng.choice(cfg.commands), check=False)
+                command = rng.choice(cfg.commands)
+                module = None
+                if cfg.module_bytes[1] > 0:
+                    module = "".join(rng.choices("0123456789abcdef", k=rng.randint(*cfg.module_bytes)))
+                    command = f"cat > /dev/null; {command}"
+                result = await conn.run(command, input=module, check=False)
                 st["commands"] += 1
                 st["bytes_out"] += len(str(result.stdout or ""))
                 n += 1
@@ -140,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--gap-mean", type=float, default=20.0)
             sp.add_argument("--per-connection", type=int, default=0,
                             help="commands per connection (0: all on one)")
+            sp.add_argument("--tasks", choices=("facts", "slow"), default="facts",
+                            help="facts: quick commands; slow: tasks that work seconds before they "
+                                 "answer, each sent a 10-60 kB module first")
     return p
 
 
@@ -162,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             dest_host, _, dest_port = a.dest.rpartition(":")
             return await tunnel(TunnelConfig(target, a.listen_port, dest_host, int(dest_port),
                                              a.duration), stop, ready if a.verbose else None)
-        return await automation(ExecConfig(target, a.duration, a.seed, a.gap_mean,
-                                           a.per_connection), stop)
+        slow = a.tasks == "slow"
+        return await automation(ExecConfig(target, a.duration, a.seed, a.gap_mean, a.per_connection,
+                                           SLOW_TASKS if slow else AUTOMATION_COMMANDS,
+                                           (10_000, 60_000) if slow else (0, 0)), stop)
 
     try:
         stats = asyncio.run(run())

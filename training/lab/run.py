@@ -379,6 +379,15 @@ def multiplex_ssh(sessions: list[Session], share: float, seed: int) -> None:
           lambda rng: rng.choice((30, 60, 120, 300)), seed)
 
 
+def slow_tasks(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the automation sessions (either client) run tasks that work seconds before
+    they answer (``tasks: "slow"``, pyssh.SLOW_TASKS), as configuration management does: the
+    server then speaks first after a silence, as the outside end of a tunnel in use does. Its own
+    random stream: share 0 changes nothing."""
+    _mark(sessions, share, "--slow-task-share", lambda s: s.body is ssh_automation, "tasks", "slow",
+          seed)
+
+
 OVERLOAD = 5.0
 """Mean 1-minute load average per CPU above which a run's timings are suspect (`watch_load`)."""
 
@@ -441,7 +450,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
             xmrig_share: float = 0.0, vardiff_share: float = 0.0,
             slow_miner_share: float = 0.0, asyncssh_share: float = 0.0,
-            ssh_mux_share: float = 0.0) -> dict[str, object]:
+            ssh_mux_share: float = 0.0, slow_task_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -460,6 +469,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     slow_miners(sessions, slow_miner_share, seed)
     tunnel_asyncssh(sessions, asyncssh_share, seed)
     multiplex_ssh(sessions, ssh_mux_share, seed)
+    slow_tasks(sessions, slow_task_share, seed)
     lab = Lab(topo, rng, duration)
     if any(s.params.get("miner") == "xmrig" for s in sessions):
         if not xmrig.available():
@@ -500,6 +510,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "slow_miner_share": slow_miner_share,
         "asyncssh_share": asyncssh_share,
         "ssh_mux_share": ssh_mux_share,
+        "slow_task_share": slow_task_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() | ({"pool": pools[s.id]} if s.id in pools else {})
@@ -544,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="share (0-1) of the SSH reverse tunnels opened by AsyncSSH instead")
     ap.add_argument("--ssh-mux-share", type=float, default=0.0,
                     help="share (0-1) of OpenSSH's automation sessions on a persisting master connection")
+    ap.add_argument("--slow-task-share", type=float, default=0.0,
+                    help="share (0-1) of the automation sessions whose tasks work seconds before "
+                         "they answer")
     a = ap.parse_args(argv)
     # stopped with SIGTERM (kill, a job runner, a timeout) as with Ctrl-C: run_lab's `finally` takes
     # the namespaces, their processes and the XMRig cgroup down instead of leaving them behind
@@ -551,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
                          a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
-                         a.vardiff_share, a.slow_miner_share, a.asyncssh_share, a.ssh_mux_share)
+                         a.vardiff_share, a.slow_miner_share, a.asyncssh_share, a.ssh_mux_share,
+                         a.slow_task_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from training.lab import xmrig
 from training.lab.netns import Topology
-from training.lab.pyssh import AUTOMATION_COMMANDS
+from training.lab.pyssh import AUTOMATION_COMMANDS, SLOW_TASKS
 
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
@@ -408,7 +408,8 @@ def ssh_automation(lab: Lab, s: Session) -> None:
     monitoring do: AsyncSSH (training/lab/pyssh.py) with `per_connection` commands a connection
     (0: all on one), or OpenSSH's `ssh HOST CMD`, a connection a command, or with ``mux`` (seconds)
     on a master connection that persists that long after its last command (ControlPersist, as
-    Ansible runs OpenSSH); `gap_s` apart on average."""
+    Ansible runs OpenSSH); `gap_s` apart on average. With ``tasks: "slow"``, tasks that work seconds
+    before they answer (pyssh.SLOW_TASKS)."""
     client, server, port = ssh_server(lab, s)
     if not lab.sleep_until(s.start):
         return
@@ -418,6 +419,7 @@ def ssh_automation(lab: Lab, s: Session) -> None:
         lab.topo.spawn("in", py("training.lab.pyssh", "exec", "--connect", f"{server}:{port}",
                                 "--bind", client, "--key", key, "--seed", s.params["seed"],
                                 "--gap-mean", gap, "--per-connection", s.params["per_connection"],
+                                "--tasks", s.params.get("tasks", "facts"),
                                 "--duration", max(lab.remaining() - 4, 5)), f"{s.id}-pyssh")
         return
     rng = random.Random(int(s.params["seed"]))  # type: ignore[call-overload]
@@ -425,10 +427,11 @@ def ssh_automation(lab: Lab, s: Session) -> None:
     if s.params.get("mux"):  # Ansible's way: commands share a master connection while it persists
         mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={lab.dir / 'ssh' / s.id}-%C",
                "-o", f"ControlPersist={s.params['mux']}"]
+    commands = SLOW_TASKS if s.params.get("tasks") == "slow" else AUTOMATION_COMMANDS
     t = s.start
     while lab.sleep_until(t):
         lab.topo.run_quiet("in", *ssh_client(lab, *mux, "-b", client, "-p", str(port),
-                                             f"root@{server}", rng.choice(AUTOMATION_COMMANDS)),
+                                             f"root@{server}", rng.choice(commands)),
                            timeout=120)
         t = time.monotonic() - lab.t0 + rng.expovariate(1 / gap)
 
