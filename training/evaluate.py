@@ -515,11 +515,21 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "or live); AsyncSSH's reverse tunnels, another SSH client it never saw, 82 of 82. Trained "
         "on four of the runs, a model flagged 1 of 28 such sessions of the others, but its live "
         "tunnel threshold rose to 0.999 and tunnel families left out of training were then missed "
-        "live (the TLS reverse shell, SSH in TLS): it was not shipped. Where such automation "
+        "live (the TLS reverse shell, SSH in TLS): it was not shipped. flowguard's triage and "
+        "live capture hold a tunnel verdict until its connection behaves as a tunnel: an exchange "
+        "begun by the outside end after a silence, or keepalives alone "
+        "(`connections.tunnel_evidence`; `--eager-tunnels` turns this off). On 21 lab runs "
+        "(`training.pipeline`; held/a1-a6, b1-b4, c1-c2 and nine runs made again with training's "
+        "seeds) multi-command automation was then flagged live in 0 of 77 sessions (73 without) "
+        "and offline in 0 (49); tunnels in 400 of 413 live (413), and 361 of 372 used tunnels "
+        "within 30 s of their first use (371). Automation whose tasks work seconds before they "
+        "answer (`--slow-task-share`, held/c1-c2) is flagged all the same, 31 of 32 sessions: the "
+        "server speaks first after a silence, as a tunnel's outside end does. Where automation "
         "crosses the monitored link, allowlist the servers it reaches (setting `allowlist`, "
         "`POST /v1/allowlist`): its verdicts are still stored, but nothing is blocked.",
-        "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session and "
-        "can be missed.",
+        "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session: "
+        "with tunnel verdicts held it is not flagged (11 of 413 tunnel sessions of the 21 runs), "
+        "nor is a tunnel whose only use begins within 2 s of a keepalive (2).",
         "",
     ]
     return "\n".join(lines)

@@ -268,3 +268,17 @@ run w6 push 40 5 0 1500 - 236 --slow-miner-share 0.5 & wait
 # run held/b2 automation 10 2 0.2 1500 - 248 --asyncssh-share 0.5 --ssh-mux-share 0.5 &
 # run held/b3 automation 100 15 0.5 1500 - 239 --asyncssh-share 0.5 --ssh-mux-share 0.5 &
 # run held/b4 automation 25 4 0 1500 - 238 --asyncssh-share 0.5 --ssh-mux-share 0.5 & wait
+# held/c1-c2: the automation plan again, every automation session's tasks slow (they work 2-24 s
+# before they answer; AsyncSSH sends each a 10-60 kB module first, `--slow-task-share 1`).
+# Scored with `python -m training.pipeline` (offline and live, tunnel verdicts held and eager)
+# together with a1-a6, b1-b4 and r1, r2, r8, r9, r10, r20, r21, r22, r25 made again, 2026.11.24.12:
+# - multi-command automation (a/b runs) flagged live in 0 of 77 sessions held (73 eager),
+#   offline 0 (49);
+# - slow tasks 31 of 32 held and eager: the server speaks first after a silence, as a tunnel's
+#   outside end does;
+# - tunnels 400 of 413 live held (413 eager), used ones within 30 s of first use 361 of 372
+#   (371); the 13 lost: 11 never used without keepalives, 2 whose only use began within 2 s of a
+#   keepalive;
+# - benign otherwise 0 of 715 live held (2 eager); mining unchanged.
+# run held/c1 automation 30 5 0 1500 - 250 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 1 &
+# run held/c2 automation 80 10 0.3 1500 - 237 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 1 & wait
