@@ -15,7 +15,8 @@ Each connection also counts its exchanges: a window that begins after silence be
 whoever sent its first payload began it. A reverse tunnel is used from outside, so its exchanges
 are begun by the connection's responder, the outside end; an idle one is kept open by keepalives.
 Automation and interactive sessions are driven from inside: the initiator begins every exchange.
-`tunnel_evidence` reads that; the live pipeline holds back a tunnel verdict until it holds.
+`tunnel_evidence` reads that; live capture and offline triage hold back a tunnel verdict until it
+holds.
 
 This is Python per window, never per packet: a few microseconds for each window the meter exports.
 """
