@@ -122,21 +122,23 @@ def _meter_patched(meter: Any, patched: dict[str, Any]) -> Iterator[None]:
             setattr(meter, name, value)
 
 
-MAX_FILTERED_CONNECTIONS = 64
-"""`connections_filter` narrows a read to at most this many connections (a longer filter would take
-libpcap longer to compile and run than reading everything)."""
+MAX_FILTERED_ENDS = 32
+"""`ends_filter` narrows a read to the packets of at most this many connection ends: libpcap runs a
+filter in Python's process for every packet of a file, and a longer one costs more than reading
+everything."""
 
 
-def connections_filter(conns: Iterable[tuple[int, str, int, str, int]]) -> str | None:
-    """A BPF filter that passes the packets of the given (protocol, address, port, address, port)
-    connections, VLAN-tagged or not; None if there are too many or one is neither TCP nor UDP."""
+def ends_filter(ends: Iterable[tuple[int, str, int]]) -> str | None:
+    """A BPF filter that passes the packets to and from the given (protocol, address, port) ends,
+    VLAN-tagged or not: a superset of the packets of the connections they are ends of. None if
+    there are more than MAX_FILTERED_ENDS or one is neither TCP nor UDP."""
     terms = []
-    for proto, a, pa, b, pb in sorted(set(conns)):
+    for proto, address, port in sorted(set(ends)):
         name = {6: "tcp", 17: "udp"}.get(proto)
         if name is None:
             return None
-        terms.append(f"({name} and host {a} and host {b} and port {pa} and port {pb})")
-    if not terms or len(terms) > MAX_FILTERED_CONNECTIONS:
+        terms.append(f"({name} and host {address} and port {port})")
+    if not terms or len(terms) > MAX_FILTERED_ENDS:
         return None
     either = " or ".join(terms)
     return f"({either}) or (vlan and ({either}))"
@@ -163,6 +165,13 @@ LIVE_BUFFER_BYTES = 64 << 20
 """The capture ring (libpcap's buffer size, like tcpdump -B): 64 MiB hold about a second of a busy
 1 Gbit/s link; libpcap's default of 2 MiB dropped packets at 25k packets/s here, while the meter
 was idle more than 80 % of the time (benchmarks/live.py)."""
+
+
+def exchange_options(options: CaptureOptions) -> CaptureOptions:
+    """A model's capture options with flows cut only by 2 s of silence (the live idle timeout) or
+    at its own active timeout: each of a connection's windows is one exchange, which is all
+    `connections.tunnel_evidence` reads, in fewer windows than the live ones."""
+    return replace(options, idle_timeout=LIVE_IDLE_TIMEOUT, opening_timeout=0)
 
 
 def live_options(options: CaptureOptions, active_timeout: int = LIVE_ACTIVE_TIMEOUT,

@@ -7,11 +7,12 @@
 Per-file problems (missing, not a capture, truncated) never stop the other files: they come back
 as `FileDone.error`. Problems that concern every file (the model) raise.
 
-A flow the model calls a reverse tunnel is weighed once its file is read: the file is read again
-as the live windows (only when it has such flows), and the verdict stands only if the flow's
-connection had behaved as a tunnel by the flow's end (`connections.tunnel_evidence`: an exchange
-begun by the outside end, or keepalives alone); otherwise it is benign. Those verdicts come after
-the file's others. `eager_tunnels` keeps the model's verdict as it is.
+A flow the model calls a reverse tunnel is weighed once its file is read: the file is read again,
+cut into exchanges by 2 s of silence as live windows are (only when it has such flows), and the
+verdict stands only if the flow's connection had behaved as a tunnel by the flow's end
+(`connections.tunnel_evidence`: an exchange begun by the outside end, or keepalives alone);
+otherwise it is benign. Those verdicts come after the file's others. `eager_tunnels` keeps the
+model's verdict as it is.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flowguard.capture import connections_filter, live_options, read_flows
+from flowguard.capture import ends_filter, exchange_options, read_flows
 from flowguard.connections import connection_key, tunnel_evidence_at
 from flowguard.errors import CaptureError
 from flowguard.features import vectorize
@@ -206,16 +207,18 @@ def _triage_file(
 
 def weigh_tunnels(path: Path, tunnels: list[FlowVerdict], classifier: FlowClassifier) -> list[FlowVerdict]:
     """The reverse-tunnel verdicts of a file, each held back (benign) unless its connection had
-    shown tunnel evidence by the flow's end, by the file's live windows. The second read passes
-    only those connections' packets (a BPF filter) where it can; a connection the filter missed
-    (two VLAN tags, a tunnel nfstream decodes) or a filter the link type refuses means a read of
-    the whole file. If the file
-    cannot be read again, the verdicts stay as the model gave them."""
+    shown tunnel evidence by the flow's end, by the file read again as exchanges (windows cut by 2 s
+    of silence, as the live ones are, but not every 5 s: fewer of them). The second read passes
+    only the packets of those connections' outside ends (a BPF filter) where it can; a connection
+    the filter missed (two VLAN tags, a tunnel nfstream decodes), a filter the link type refuses
+    or too many ends mean a read of the whole file. If the file cannot be read again, the
+    verdicts stay as the model gave them."""
     wanted = [(connection_key(v), v.last_seen_ms) for v in tunnels]
     keys = {key for key, _ in wanted}
-    options = live_options(classifier.metadata.capture)
-    narrowed = connections_filter((v.protocol, v.src_ip, v.src_port, v.dst_ip, v.dst_port)
-                                  for v in tunnels)
+    options = exchange_options(classifier.metadata.capture)
+    # one end of each (the responder's, where the flow began with its SYN) is enough to pass its
+    # packets, and tunnels share their outside servers: fewer terms, a cheaper filter
+    narrowed = ends_filter((v.protocol, v.dst_ip, v.dst_port) for v in tunnels)
     windows: list[FlowRecord] = []
     if narrowed is not None:
         try:

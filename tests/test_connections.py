@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from flowguard.capture import (
-    MAX_FILTERED_CONNECTIONS,
+    MAX_FILTERED_ENDS,
     CaptureOptions,
-    connections_filter,
+    ends_filter,
     live_options,
     read_flows,
 )
@@ -265,16 +265,17 @@ def test_offline_tunnels_are_weighed_the_same_on_every_link(link: str, tmp_path:
         options = live_options(FlowClassifier.load(default_model_dir()).metadata.capture)
         every = list(read_flows(tmp_path / f"vlan-{sample.name}", options))
         t = next(w for w in every if 8022 in (w.src_port, w.dst_port))
-        narrowed = connections_filter([(6, t.src_ip, t.src_port, t.dst_ip, t.dst_port)])
+        narrowed = ends_filter([(6, t.dst_ip, t.dst_port)])
         assert narrowed is not None
 
         def shape(ws: Any) -> list[tuple[int, int]]:
-            return [(w.bidirectional_first_seen_ms, w.bidirectional_packets) for w in ws]
-        assert shape(read_flows(tmp_path / f"vlan-{sample.name}", options, narrowed)) == shape(
-            w for w in every if connection_key(w) == connection_key(t))
-    assert connections_filter([(1, "10.0.0.1", 0, "10.0.0.2", 0)]) is None  # ICMP: no ports
-    many = [(6, "10.0.0.1", p, "10.0.0.2", 22) for p in range(1000, 1000 + MAX_FILTERED_CONNECTIONS + 1)]
-    assert connections_filter(many) is None and connections_filter(many[:2]) is not None
+            return [(w.bidirectional_first_seen_ms, w.bidirectional_packets) for w in ws
+                    if connection_key(w) == connection_key(t)]
+        assert shape(read_flows(tmp_path / f"vlan-{sample.name}", options, narrowed)) == shape(every)
+    assert ends_filter([(1, "10.0.0.1", 0)]) is None  # ICMP: no ports
+    many = [(6, "10.0.0.2", p) for p in range(1000, 1000 + MAX_FILTERED_ENDS + 1)]
+    assert ends_filter(many) is None and ends_filter(many[:2]) is not None
+    assert ends_filter([(6, "10.0.0.2", 22)] * 100) == ends_filter([(6, "10.0.0.2", 22)])  # ends shared
 
 
 @pytest.mark.parametrize("name", ["reverse-ssh-443-shell.pcap", "reverse-autossh-22-pull.pcap",
