@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flowguard.capture import ends_filter, exchange_options, read_flows
+from flowguard.capture import exchange_options, hosts_filter, read_flows
 from flowguard.connections import connection_key, tunnel_evidence_at
 from flowguard.errors import CaptureError
 from flowguard.features import vectorize
@@ -209,16 +209,16 @@ def weigh_tunnels(path: Path, tunnels: list[FlowVerdict], classifier: FlowClassi
     """The reverse-tunnel verdicts of a file, each held back (benign) unless its connection had
     shown tunnel evidence by the flow's end, by the file read again as exchanges (windows cut by 2 s
     of silence, as the live ones are, but not every 5 s: fewer of them). The second read passes
-    only the packets of those connections' outside ends (a BPF filter) where it can; a connection
+    only the packets of those connections' outside hosts (a BPF filter) where it can; a connection
     the filter missed (two VLAN tags, a tunnel nfstream decodes), a filter the link type refuses
-    or too many ends mean a read of the whole file. If the file cannot be read again, the
+    or too many hosts mean a read of the whole file. If the file cannot be read again, the
     verdicts stay as the model gave them."""
     wanted = [(connection_key(v), v.last_seen_ms) for v in tunnels]
     keys = {key for key, _ in wanted}
     options = exchange_options(classifier.metadata.capture)
     # one end of each (the responder's, where the flow began with its SYN) is enough to pass its
-    # packets, and tunnels share their outside servers: fewer terms, a cheaper filter
-    narrowed = ends_filter((v.protocol, v.dst_ip, v.dst_port) for v in tunnels)
+    # packets, and tunnels share their outside servers: a short filter, cheap to run per packet
+    narrowed = hosts_filter((v.protocol, v.dst_ip) for v in tunnels)
     windows: list[FlowRecord] = []
     if narrowed is not None:
         try:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from flowguard.capture import (
-    MAX_FILTERED_ENDS,
+    MAX_FILTERED_HOSTS,
     CaptureOptions,
-    ends_filter,
+    hosts_filter,
     live_options,
     read_flows,
 )
@@ -265,17 +265,18 @@ def test_offline_tunnels_are_weighed_the_same_on_every_link(link: str, tmp_path:
         options = live_options(FlowClassifier.load(default_model_dir()).metadata.capture)
         every = list(read_flows(tmp_path / f"vlan-{sample.name}", options))
         t = next(w for w in every if 8022 in (w.src_port, w.dst_port))
-        narrowed = ends_filter([(6, t.dst_ip, t.dst_port)])
+        narrowed = hosts_filter([(6, t.dst_ip)])
         assert narrowed is not None
 
         def shape(ws: Any) -> list[tuple[int, int]]:
             return [(w.bidirectional_first_seen_ms, w.bidirectional_packets) for w in ws
                     if connection_key(w) == connection_key(t)]
         assert shape(read_flows(tmp_path / f"vlan-{sample.name}", options, narrowed)) == shape(every)
-    assert ends_filter([(1, "10.0.0.1", 0)]) is None  # ICMP: no ports
-    many = [(6, "10.0.0.2", p) for p in range(1000, 1000 + MAX_FILTERED_ENDS + 1)]
-    assert ends_filter(many) is None and ends_filter(many[:2]) is not None
-    assert ends_filter([(6, "10.0.0.2", 22)] * 100) == ends_filter([(6, "10.0.0.2", 22)])  # ends shared
+    assert hosts_filter([(1, "10.0.0.1")]) is None  # ICMP
+    many = [(6, f"10.0.{i // 250}.{i % 250}") for i in range(MAX_FILTERED_HOSTS + 1)]
+    assert hosts_filter(many) is None and hosts_filter(many[:2]) is not None
+    assert hosts_filter([(6, "10.0.0.2")] * 100) == hosts_filter([(6, "10.0.0.2")])  # hosts shared
+    assert "tcp or udp" in (hosts_filter([(6, "10.0.0.2"), (17, "10.0.0.3")]) or "")
 
 
 @pytest.mark.parametrize("name", ["reverse-ssh-443-shell.pcap", "reverse-autossh-22-pull.pcap",
