@@ -33,6 +33,7 @@ from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.triage import FileDone, triage
 from tests.capturekit import LINKTYPE_RAW, pcap_bytes, read_pcap, relink, to_ipv6, to_raw, to_vlan
 from training.dataset import cut_capture, since_connection_start
+from training.pipeline import replay
 
 PCAPS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
 
@@ -184,13 +185,6 @@ def test_live_windows_are_timed_by_when_nfstream_exports_them() -> None:
     flows = [window(0, 4_000), window(5_000, 6_000), window(20_000, 20_500)]
     assert since_connection_start(flows).tolist() == [4.0, 6.0, 20.5]
     assert since_connection_start(flows, idle_timeout_s=2).tolist() == [5.0, 8.0, 22.5]
-
-
-def replay(path: Path) -> Any:
-    """A LivePipeline `read` that yields the windows of a capture file, as live capture cuts them."""
-    def read(interface: str, options: Any, *rest: Any) -> Any:
-        yield from read_flows(path, options)
-    return read
 
 
 def run_live(path: Path, classifier: FlowClassifier, **options: Any) -> list[Any]:

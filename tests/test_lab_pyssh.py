@@ -11,6 +11,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -71,24 +72,35 @@ def stats(stderr: str) -> dict[str, Any]:
     return out
 
 
-def test_reverse_forward_carries_a_connection_to_this_side(sshd) -> None:  # type: ignore[no-untyped-def]
-    port, key = sshd
-    # what the tunnel reaches on this side: an echo server
-    echo = socket.socket()
-    echo.bind(("127.0.0.1", 0))
-    echo.listen()
-    echo.settimeout(10)
-    listen = free_port()
-    tunnel = subprocess.Popen(
+@contextmanager
+def reverse_forward(port: int, key: Path, duration: int):  # type: ignore[no-untyped-def]
+    """pyssh's tunnel to the sshd on `port`, forwarding a new port on its loopback to an echo socket
+    here, yielded once the forward is in place (.echo, .listen, .proc); stopped on exit, its stderr
+    then in .err."""
+    fwd = SimpleNamespace(echo=socket.socket(), listen=free_port(), proc=None, err="")
+    fwd.echo.bind(("127.0.0.1", 0))
+    fwd.echo.listen()
+    fwd.echo.settimeout(10)
+    fwd.proc = subprocess.Popen(
         pyssh("tunnel", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--keepalive", "5",
-              "--listen-port", str(listen), "--dest", f"127.0.0.1:{echo.getsockname()[1]}",
-              "--duration", "20", "--verbose"),
+              "--listen-port", str(fwd.listen), "--dest", f"127.0.0.1:{fwd.echo.getsockname()[1]}",
+              "--duration", str(duration), "--verbose"),
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        assert tunnel.stderr is not None
-        assert tunnel.stderr.readline().strip() == f"pyssh forwarding {listen}"
-        outside = socket.create_connection(("127.0.0.1", listen), timeout=5)
-        inside, _ = echo.accept()
+        assert fwd.proc.stderr is not None
+        assert fwd.proc.stderr.readline().strip() == f"pyssh forwarding {fwd.listen}"
+        yield fwd
+    finally:
+        fwd.proc.terminate()
+        _, fwd.err = fwd.proc.communicate(timeout=15)
+        fwd.echo.close()
+
+
+def test_reverse_forward_carries_a_connection_to_this_side(sshd) -> None:  # type: ignore[no-untyped-def]
+    port, key = sshd
+    with reverse_forward(port, key, duration=20) as fwd:
+        outside = socket.create_connection(("127.0.0.1", fwd.listen), timeout=5)
+        inside, _ = fwd.echo.accept()
         inside.settimeout(5)
         outside.sendall(b"hello through the tunnel")
         assert inside.recv(100) == b"hello through the tunnel"
@@ -96,12 +108,8 @@ def test_reverse_forward_carries_a_connection_to_this_side(sshd) -> None:  # typ
         assert outside.recv(100) == b"and back"
         outside.close()
         inside.close()
-    finally:
-        tunnel.terminate()
-        _, err = tunnel.communicate(timeout=15)
-        echo.close()
-    assert tunnel.returncode == 0, err
-    assert stats(err)["forwarded"] == listen
+    assert fwd.proc.returncode == 0, fwd.err
+    assert stats(fwd.err)["forwarded"] == fwd.listen
 
 
 def test_automation_runs_commands_in_batches_on_new_connections(sshd) -> None:  # type: ignore[no-untyped-def]
@@ -186,32 +194,15 @@ def test_automation_is_driven_from_inside_and_a_used_tunnel_from_outside(sshd, t
     assert automation.outbound_exchanges >= 2 and automation.inbound_exchanges == 0
     assert not tunnel_evidence(automation)
 
-    echo = socket.socket()
-    echo.bind(("127.0.0.1", 0))
-    echo.listen()
-    echo.settimeout(10)
-    listen = free_port()
-    with capture_loopback(port, tmp_path / "tunnel.pcap"):
-        tunnel = subprocess.Popen(
-            pyssh("tunnel", "--connect", f"127.0.0.1:{port}", "--key", str(key), "--keepalive", "5",
-                  "--listen-port", str(listen), "--dest", f"127.0.0.1:{echo.getsockname()[1]}",
-                  "--duration", "30", "--verbose"),
-            cwd=REPO, stderr=subprocess.PIPE, text=True)
-        try:
-            assert tunnel.stderr is not None
-            assert tunnel.stderr.readline().strip() == f"pyssh forwarding {listen}"
-            time.sleep(7.7)  # idle, but for a keepalive at 5 s; then used, after 2.7 s of silence
-            outside = socket.create_connection(("127.0.0.1", listen), timeout=5)
-            inside, _ = echo.accept()
-            outside.sendall(b"used from outside")
-            assert inside.recv(100) == b"used from outside"
-            outside.close()
-            inside.close()
-            time.sleep(1)
-        finally:
-            tunnel.terminate()
-            tunnel.communicate(timeout=15)
-            echo.close()
+    with capture_loopback(port, tmp_path / "tunnel.pcap"), reverse_forward(port, key, duration=30) as fwd:
+        time.sleep(7.7)  # idle, but for a keepalive at 5 s; then used, after 2.7 s of silence
+        outside = socket.create_connection(("127.0.0.1", fwd.listen), timeout=5)
+        inside, _ = fwd.echo.accept()
+        outside.sendall(b"used from outside")
+        assert inside.recv(100) == b"used from outside"
+        outside.close()
+        inside.close()
+        time.sleep(1)
     [used] = connection_so_far(tmp_path / "tunnel.pcap", port)
     assert used.keepalive_exchanges >= 1 and used.inbound_exchanges >= 1
     assert used.outbound_exchanges == 0 and tunnel_evidence(used)

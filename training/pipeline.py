@@ -43,7 +43,8 @@ def kind(session: dict[str, Any]) -> str:
     return scenario
 
 
-def _replay(path: Path) -> Any:
+def replay(path: Path) -> Any:
+    """A LivePipeline `read` that yields the windows of a capture file, as live capture cuts them."""
     def read(interface: str, options: Any, *rest: Any) -> Iterator[Any]:
         yield from read_flows(path, options)
     return read
@@ -63,7 +64,7 @@ def offline_verdicts(capture: Path, classifier: FlowClassifier, eager: bool) -> 
 def live_verdicts(capture: Path, classifier: FlowClassifier, eager: bool) -> list[FlowVerdict]:
     out: list[FlowVerdict] = []
     pipeline = LivePipeline(LiveSource("replay"), classifier, sinks=[out.extend],
-                            read=_replay(capture), eager_tunnels=eager)
+                            read=replay(capture), eager_tunnels=eager)
     pipeline.start()
     pipeline.wait()
     pipeline.stop()
