@@ -15,6 +15,8 @@ Each connection also counts its exchanges: a window that begins after silence be
 whoever sent its first payload began it. A reverse tunnel is used from outside, so its exchanges
 are begun by the connection's responder, the outside end; an idle one is kept open by keepalives.
 Automation and interactive sessions are driven from inside: the initiator begins every exchange.
+An exchange that closes the connection counts for neither end: a command run over SSH, one a
+connection, closes it with the server's answer, which may come after seconds of silence.
 `tunnel_evidence` reads that; live capture and offline triage hold back a tunnel verdict until it
 holds.
 
@@ -195,12 +197,15 @@ class _Connection:
         self.windows += 1
 
     def _count_exchange(self, w: Any) -> None:
-        """Count the exchange window `w` begins (its first packet carries payload)."""
+        """Count the exchange window `w` begins (its first packet carries payload). One that closes
+        the connection (a FIN or RST in the window) is not counted, whoever began it: it says
+        nothing of the connection's use, and a command run over SSH, one a connection, ends with
+        the server's answer after the command worked in silence."""
+        if w.src2dst_fin_packets or w.dst2src_fin_packets or w.src2dst_rst_packets \
+                or w.dst2src_rst_packets:
+            return
         if (w.src_ip, w.src_port) == self.responder:
             self.inbound += 1
-        elif w.src2dst_fin_packets or w.dst2src_fin_packets or w.src2dst_rst_packets \
-                or w.dst2src_rst_packets:
-            return  # the initiator closes the connection: says nothing of its use
         elif w.src2dst_psh_packets <= KEEPALIVE_PAYLOADS and w.dst2src_psh_packets <= KEEPALIVE_PAYLOADS:
             self.keepalives += 1
         else:
@@ -245,9 +250,10 @@ class ConnectionSoFar:
 
 def tunnel_evidence(c: ConnectionSoFar) -> bool:
     """Has the connection so far behaved as a reverse tunnel does after its opening: its responder
-    (the outside end) has begun an exchange, or it has been kept open by keepalives alone? False
-    while the initiator has begun every exchange and at least one was more than a keepalive (SSH
-    automation, an interactive session), or nothing has followed the opening yet."""
+    (the outside end) has begun an exchange that did not close it, or it has been kept open by
+    keepalives alone? False while the initiator has begun every exchange and at least one was more
+    than a keepalive (SSH automation, an interactive session), or nothing has followed the opening
+    yet."""
     return c.inbound_exchanges > 0 or (c.keepalive_exchanges > 0 and c.outbound_exchanges == 0)
 
 

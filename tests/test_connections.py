@@ -129,6 +129,22 @@ def test_a_connection_counts_who_begins_its_exchanges() -> None:
     assert counts(turn(150_000, SERVER, payloads=(2, 8))) == (1, 1, 1, True)  # used from outside
 
 
+def test_an_answer_that_closes_the_connection_is_no_evidence() -> None:
+    """A command run over SSH, one a connection, that works in silence before it answers: the
+    server speaks first after the silence, then the connection closes. That exchange says nothing
+    of the connection's use; one from outside that leaves it open does."""
+    tracker = ConnectionTracker()
+    tracker.add([turn(0, syn=True, payloads=(11, 10))])  # the opening carries the command
+    answer = turn(8_000, SERVER, payloads=(2, 2))
+    answer.dst2src_fin_packets = 1  # the client closes as the answer comes
+    [c] = tracker.add([answer])
+    assert (c.inbound_exchanges, c.outbound_exchanges, tunnel_evidence(c)) == (0, 0, False)
+    other = ConnectionTracker()
+    other.add([turn(0, syn=True, payloads=(11, 10))])
+    [used] = other.add([turn(8_000, SERVER, payloads=(2, 2))])
+    assert (used.inbound_exchanges, tunnel_evidence(used)) == (1, True)
+
+
 def test_a_connection_first_seen_without_its_syn_takes_the_lower_port_as_its_outside_end() -> None:
     """Capture began after the connection opened (an appliance restarted beside a tunnel in use):
     the first window seen begins at the server; the server is still its responder."""

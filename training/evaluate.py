@@ -523,8 +523,10 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "seeds) multi-command automation was then flagged live in 0 of 77 sessions (73 without) "
         "and offline in 0 (49); tunnels in 400 of 413 live (413), and 361 of 372 used tunnels "
         "within 30 s of their first use (371). Automation whose tasks work seconds before they "
-        "answer (`--slow-task-share`, held/c1-c2) is flagged all the same, 31 of 32 sessions: the "
-        "server speaks first after a silence, as a tunnel's outside end does. Where automation "
+        "answer (`--slow-task-share`, held/c1-c2) is cleared where it runs a task a connection (8 of "
+        "8 sessions: the answer closes the connection, which says nothing of its use), but "
+        "flagged with several tasks on one connection, 23 of 24 sessions: the server speaks first "
+        "after a silence, as a tunnel's outside end does. Where automation "
         "crosses the monitored link, allowlist the servers it reaches (setting `allowlist`, "
         "`POST /v1/allowlist`): its verdicts are still stored, but nothing is blocked.",
         "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session: "
