@@ -144,7 +144,7 @@ _OUT = {d: tuple(f"{d}_{f}" for f in _FIELDS) for d in _DIRS}
 class _Connection:
     __slots__ = ("src_ip", "src_port", "dst_ip", "dst_port", "protocol", "first", "last", "dirs",
                  "piat", "application_name", "application_is_guessed", "splt_direction", "splt_ps",
-                 "splt_piat_ms", "windows", "responder", "inbound", "outbound", "keepalives")
+                 "splt_piat_ms", "windows", "responder", "inbound", "outbound", "keepalives", "held")
 
     def __init__(self, w: Any) -> None:
         self.src_ip, self.src_port = w.src_ip, w.src_port
@@ -165,6 +165,7 @@ class _Connection:
         else:
             self.responder = (w.src_ip, w.src_port)
         self.inbound = self.outbound = self.keepalives = 0
+        self.held: Any = None  # the reverse-tunnel verdict held back on this connection, if any
 
     def add(self, w: Any) -> None:
         flipped = w.src_ip != self.src_ip or w.src_port != self.src_port
@@ -303,6 +304,19 @@ class ConnectionTracker:
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def hold(self, window: Any, verdict: Any) -> None:
+        """Remember a verdict held back on the connection of `window` (live capture holds a
+        reverse-tunnel verdict until `tunnel_evidence`, then gives it on the window that shows it):
+        the best scored one (its `score`)."""
+        conn = self._open.get(connection_key(window))
+        if conn is not None and (conn.held is None or verdict.score > conn.held.score):
+            conn.held = verdict
+
+    def held(self, window: Any) -> Any:
+        """The verdict held back on the connection of `window`, or None."""
+        conn = self._open.get(connection_key(window))
+        return None if conn is None else conn.held
 
     def add(self, windows: Iterable[Any]) -> list[ConnectionSoFar]:
         out = []

@@ -18,8 +18,10 @@ is; the verdict then describes what was flagged. A reverse-tunnel verdict is hel
 while its connection has not behaved as a tunnel does after its opening
 (`connections.tunnel_evidence`: an exchange begun by the outside end, or keepalives alone), unless
 the pipeline is `eager_tunnels`: SSH automation opens its connections as `ssh -N -R` does, but
-its client begins every exchange. No per-packet Python runs: the per-packet work
-stays in nfstream's engine, and the merging is Python per window.
+its client begins every exchange. A held verdict is remembered on its connection and given on its
+later windows once the connection shows the evidence, whatever the model says of them: the
+suspicion often comes from the opening, the evidence minutes later. No per-packet Python runs: the
+per-packet work stays in nfstream's engine, and the merging is Python per window.
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ from flowguard.connections import ConnectionTracker, tunnel_evidence
 from flowguard.errors import CaptureError
 from flowguard.model import BENIGN, CLASSES, FlowClassifier
 from flowguard.records import FlowRecord
-from flowguard.triage import BATCH_SIZE, TUNNEL, FlowVerdict, classify_batch, held_tunnel
+from flowguard.triage import (
+    BATCH_SIZE,
+    TUNNEL,
+    FlowVerdict,
+    classify_batch,
+    held_tunnel,
+    released_tunnel,
+)
 
 log = logging.getLogger("flowguard.live")
 
@@ -140,6 +149,11 @@ class LiveMetrics:
             "Reverse-tunnel verdicts held back (given as benign) because their connection had not "
             "yet behaved as a tunnel: no exchange begun by its outside end, and more than keepalives "
             "begun by its inside end.", registry=self.registry)
+        self.tunnels_released = Counter(
+            "flowguard_live_tunnel_verdicts_released",
+            "Reverse-tunnel verdicts held back earlier on a connection and given on a later window "
+            "of it (that the model judged benign) once the connection behaved as a tunnel.",
+            registry=self.registry)
 
 
 @dataclass
@@ -251,8 +265,14 @@ class LivePipeline:
         if not self.eager_tunnels:
             for i, v in enumerate(verdicts):
                 if v.verdict == TUNNEL and not tunnel_evidence(so_far[i]):
+                    self.connections.hold(records[i], v)
                     verdicts[i] = held_tunnel(v)
                     self.metrics.tunnels_held.inc()
+                elif v.verdict == BENIGN_NAME and tunnel_evidence(so_far[i]):
+                    held = self.connections.held(records[i])
+                    if held is not None:  # the model's suspicion came first, the evidence now
+                        verdicts[i] = released_tunnel(v, held)
+                        self.metrics.tunnels_released.inc()
         self.metrics.inference.observe(time.perf_counter() - started)
         for v in verdicts:
             self.metrics.verdicts.labels(v.verdict).inc()

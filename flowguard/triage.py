@@ -241,6 +241,13 @@ def held_tunnel(v: FlowVerdict) -> FlowVerdict:
     return replace(v, verdict=CLASSES[BENIGN], score=v.scores[CLASSES[BENIGN]], reasons=[])
 
 
+def released_tunnel(v: FlowVerdict, held: FlowVerdict) -> FlowVerdict:
+    """The reverse-tunnel verdict `held` back on a connection, given on its later window `v` once
+    the connection behaves as a tunnel (the window itself may look benign): `held`'s score, scores
+    and reasons, `v`'s flow."""
+    return replace(v, verdict=TUNNEL, score=held.score, scores=held.scores, reasons=held.reasons)
+
+
 def _not_a_capture(path: Path) -> str:
     try:
         if path.stat().st_size == 0:

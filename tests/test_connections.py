@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from flowguard import live
 from flowguard.capture import (
     MAX_FILTERED_HOSTS,
     CaptureOptions,
@@ -30,7 +31,7 @@ from flowguard.errors import ConfigError
 from flowguard.features import FEATURES, vectorize
 from flowguard.live import LivePipeline, LiveSource
 from flowguard.model import FlowClassifier, default_model_dir
-from flowguard.triage import FileDone, triage
+from flowguard.triage import FileDone, classify_batch, held_tunnel, triage
 from tests.capturekit import LINKTYPE_RAW, pcap_bytes, read_pcap, relink, to_ipv6, to_raw, to_vlan
 from training.dataset import cut_capture, since_connection_start
 from training.pipeline import replay
@@ -310,6 +311,43 @@ def test_a_tunnel_verdict_waits_for_the_connection_to_behave_as_a_tunnel(
     first_held = min(held[i].last_seen_ms for i in tunnels)
     first_eager = min(v.last_seen_ms for v in eager if v.verdict == "reverse_tunnel")
     assert 0 < first_held - first_eager <= 30_000
+
+
+def test_a_held_tunnel_verdict_is_given_when_the_evidence_comes(
+        live_classifier: FlowClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's suspicion and the connection's evidence need not come in the same window: here
+    the model flags only the tunnel's opening (its later windows are made benign); held back there,
+    the verdict is given, with the opening's score and reasons, on the first window that comes with
+    the evidence, and on those after it. Eager, only the opening is flagged."""
+    path = next(p for p in PCAPS if p.name == "reverse-ssh-443-shell.pcap")
+    seen: set[tuple[Any, ...]] = set()
+
+    def opening_only(pcap: str, records: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        out = []
+        for r, v in zip(records, classify_batch(pcap, records, *args, **kwargs), strict=True):
+            key = connection_key(r)
+            if key in seen and v.verdict == "reverse_tunnel":
+                v = held_tunnel(v)  # what a model that doubts the later windows would say
+            seen.add(key)
+            out.append(v)
+        return out
+
+    monkeypatch.setattr(live, "classify_batch", opening_only)
+    eager = run_live(path, live_classifier, eager_tunnels=True)
+    seen.clear()
+    held, pipeline = run_pipeline(path, live_classifier)
+    flagged = [i for i, v in enumerate(eager) if v.verdict == "reverse_tunnel"]
+    assert len(flagged) == 1  # the opening
+    [opening] = flagged
+    assert held[opening].verdict == "benign"
+    given = [i for i, v in enumerate(held) if v.verdict == "reverse_tunnel"]
+    assert given and given[0] > opening
+    assert pipeline.metrics.tunnels_released._value.get() == len(given)
+    for i in given:
+        assert eager[i].verdict == "benign"
+        assert (held[i].score, held[i].reasons) == (eager[opening].score, eager[opening].reasons)
+        assert (held[i].src_port, held[i].last_seen_ms) == (eager[i].src_port, eager[i].last_seen_ms)
+    assert held[given[0]].last_seen_ms - held[opening].last_seen_ms <= 30_000
 
 
 def test_live_verdicts_weigh_the_connection_so_far(live_classifier: FlowClassifier) -> None:
