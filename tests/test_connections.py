@@ -33,7 +33,7 @@ from flowguard.live import LivePipeline, LiveSource
 from flowguard.model import FlowClassifier, default_model_dir
 from flowguard.triage import FileDone, classify_batch, held_tunnel, triage
 from tests.capturekit import LINKTYPE_RAW, pcap_bytes, read_pcap, relink, to_ipv6, to_raw, to_vlan
-from training.dataset import cut_capture, since_connection_start
+from training.dataset import TunnelEvidence, cut_capture, since_connection_start
 from training.pipeline import replay
 
 PCAPS = sorted((Path(__file__).resolve().parents[1] / "pcaps").glob("*.pcap"))
@@ -166,6 +166,22 @@ def test_offline_evidence_is_the_connections_by_each_flows_end() -> None:
     assert tunnel_evidence_at(windows, [(key, 300), (key, 41_000), (key, 99_000)]) == [False, True, True]
     unseen = (6, ("10.0.0.7", 1), ("10.0.0.8", 2))
     assert tunnel_evidence_at(windows, [(unseen, 50_000)]) == [False]
+
+
+def test_training_knows_which_tunnel_verdicts_would_be_given() -> None:
+    """Training counts a benign row's tunnel score only where the verdict would be given: offline,
+    where the connection shows the evidence by the flow's end; live, at the row's window or later
+    (a held verdict is given then). An automation connection never shows it."""
+    opening = turn(0, syn=True, payloads=(10, 9))
+    windows = [opening, turn(30_000, payloads=(6, 4)), turn(60_000, SERVER, payloads=(2, 8)),
+               turn(61_000, ("10.0.0.3", 41000), syn=True, payloads=(5, 5)),
+               turn(90_000, ("10.0.0.3", 41000), payloads=(6, 4))]
+    windows[3].dst_ip, windows[3].dst_port = SERVER
+    windows[4].dst_ip, windows[4].dst_port = SERVER
+    evidence = TunnelEvidence(windows)
+    assert evidence.at_or_after(windows).tolist() == [True, True, True, False, False]
+    whole = [window(0, 40_000), window(0, 70_000), window(0, 99_000, ("10.0.0.3", 41000))]
+    assert evidence.by_end(whole).tolist() == [False, True, False]
 
 
 def test_a_sample_merges_exactly_and_a_value_taken_out_undoes_its_adding() -> None:

@@ -16,7 +16,7 @@ from flowguard.model import CLASSES, FlowClassifier
 from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
 from training import train
-from training.dataset import build, cut_capture, label_run
+from training.dataset import Table, build, cut_capture, label_run
 from training.ensemble import average, one_vs_rest
 
 
@@ -123,6 +123,7 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert aug["wrapped"] == 2 and aug["not_wrapped"] == list(train.NOT_WRAPPED)
     card = (tmp_path / "models" / "test-1" / "MODEL.md").read_text()
     assert "TLS wrapping" in card and "ClientHello 200-650 bytes" in card
+    assert meta.params["tunnel_thresholds"] == "held" and "`--eager-tunnels` more benign" in card
 
 
 def test_time_to_detect_counts_tunnels_from_their_first_use_too() -> None:
@@ -231,6 +232,29 @@ def test_live_thresholds_keep_benign_sessions_within_budget() -> None:
     train.within_session_budget([(np.ones(n + 1, dtype=bool), with_sessions)], proba, y, scenarios,
                                 groups)
     assert 0.7 < with_sessions["stratum_mining"] <= 0.95
+
+
+def test_tunnel_thresholds_count_only_verdicts_that_would_be_given() -> None:
+    """One benign connection in 100 scores 0.95 as a tunnel, live: over the session budget, so the
+    threshold must pass it; unless that connection never behaves as a tunnel (no evidence), when
+    its verdict would be held for good and is no false alarm."""
+    n = 100
+    X = np.zeros((n + 1, len(FEATURES)), dtype=np.float32)
+    X[:, FEATURES.index("packets")] = 10
+    proba = np.tile([0.95, 0.0, 0.05], (n + 1, 1))
+    proba[0] = [0.05, 0.0, 0.95]
+    proba[n] = [0.02, 0.0, 0.98]  # the tunnel
+    y = np.array([0] * n + [2], dtype=np.int32)
+
+    def live_threshold(evidence: np.ndarray) -> float:
+        table = Table(X, y, [f"benign-{i}" for i in range(n)] + ["tunnel"], ["lab"] * (n + 1),
+                      ["run"] * (n + 1), np.full(n + 1, 10), ["live-connection"] * (n + 1),
+                      np.zeros(n + 1, dtype=np.int32), {}, np.full(n + 1, 10.0), evidence)
+        return train.choose_all_thresholds(proba, table)["live"]["reverse_tunnel"]
+
+    assert live_threshold(np.ones(n + 1, dtype=bool)) > 0.95
+    assert live_threshold(np.array([False] + [True] * n)) <= 0.95
+    assert live_threshold(np.empty(0, dtype=bool)) > 0.95  # a table without it: every row counts
 
 
 def test_session_budget_raises_the_threshold_that_costs_fewest_detections() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from flowguard.capture import CaptureOptions, live_options, read_flows
-from flowguard.connections import ConnectionTracker, connection_key
+from flowguard.connections import ConnectionTracker, connection_key, tunnel_evidence
 from flowguard.errors import CaptureError
 from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
@@ -70,6 +71,11 @@ class Table:
     """Seconds from the first packet of the row's connection (in the same view) to the row's last
     packet; for the live views, to when nfstream exports the window (`since_connection_start`):
     when a verdict on it was possible. For time-to-detection curves."""
+    evidence: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    """Whether a reverse-tunnel verdict on the row would be given, tunnel verdicts being held until
+    `connections.tunnel_evidence` (`TunnelEvidence`): offline, the row's connection shows it by the
+    row's last packet; live, at the row's window or a later one of its connection (a held verdict
+    is given then). Empty in tables made before it was recorded: every verdict counts."""
 
     def subset(self, mask: np.ndarray) -> Table:
         """The rows of `mask`; the summary stays the whole table's (what the data came from: its
@@ -78,13 +84,14 @@ class Table:
         return Table(self.X[idx], self.y[idx], [self.groups[i] for i in idx],
                      [self.scenarios[i] for i in idx], [self.sources[i] for i in idx],
                      self.first_packets[idx], [self.views[i] for i in idx], self.ports[idx],
-                     self.summary, self.ends_s[idx])
+                     self.summary, self.ends_s[idx],
+                     self.evidence[idx] if len(self.evidence) else self.evidence)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
                             scenarios=np.array(self.scenarios), sources=np.array(self.sources),
                             first_packets=self.first_packets, views=np.array(self.views),
-                            ports=self.ports, ends_s=self.ends_s,
+                            ports=self.ports, ends_s=self.ends_s, evidence=self.evidence,
                             summary=np.array(json.dumps(self.summary)), features=np.array(FEATURES))
 
     @classmethod
@@ -94,7 +101,8 @@ class Table:
             raise ValueError(f"{path}: built with other features; rebuild it")
         return cls(z["X"], z["y"], z["groups"].tolist(), z["scenarios"].tolist(),
                    z["sources"].tolist(), z["first_packets"], z["views"].tolist(),
-                   z["ports"], json.loads(str(z["summary"])), z["ends_s"])
+                   z["ports"], json.loads(str(z["summary"])), z["ends_s"],
+                   z["evidence"] if "evidence" in z else np.empty(0, dtype=bool))
 
 
 def cut_capture(src: Path, dst: Path, seconds: float) -> None:
@@ -211,13 +219,55 @@ def label_run(
     return flows, tags, skipped
 
 
+class TunnelEvidence:
+    """When each connection of a capture shows `connections.tunnel_evidence`, as its live windows
+    (all of them, in the order read) tell: what triage and live capture wait for before they give
+    a reverse-tunnel verdict. Training counts a benign row's tunnel score against the thresholds'
+    false-positive budgets only where the verdict would be given (`Table.evidence`)."""
+
+    def __init__(self, windows: list) -> None:
+        self.ends: dict[tuple, list[int]] = {}
+        self.shown: dict[tuple, list[bool]] = {}
+        for w, c in zip(windows, ConnectionTracker().add(windows), strict=True):
+            key = connection_key(w)
+            self.ends.setdefault(key, []).append(w.bidirectional_last_seen_ms)
+            self.shown.setdefault(key, []).append(tunnel_evidence(c))
+        self.later = {k: np.logical_or.accumulate(v[::-1])[::-1].tolist()
+                      for k, v in self.shown.items()}
+
+    def by_end(self, flows: list) -> np.ndarray:
+        """Offline: shown by each flow's last packet (`connections.tunnel_evidence_at`)."""
+        out = np.zeros(len(flows), dtype=bool)
+        for i, f in enumerate(flows):
+            key = connection_key(f)
+            ends = self.ends.get(key)
+            if ends:
+                j = bisect_right(ends, f.bidirectional_last_seen_ms) - 1
+                out[i] = j >= 0 and self.shown[key][j]
+        return out
+
+    def at_or_after(self, windows: list) -> np.ndarray:
+        """Live (`windows`: those this was made from, in the same order): shown at each window or
+        at a later one of its connection."""
+        seen: dict[tuple, int] = {}
+        out = np.zeros(len(windows), dtype=bool)
+        for i, w in enumerate(windows):
+            key = connection_key(w)
+            j = seen.get(key, 0)
+            seen[key] = j + 1
+            later = self.later.get(key, [])
+            out[i] = j < len(later) and later[j]
+        return out
+
+
 def _views(view: str, flows: list, tags: list,
-           options: CaptureOptions) -> list[tuple[str, list, list, np.ndarray]]:
-    """(view, records, their tags, seconds to verdict) for the flows of one read: the live read
+           options: CaptureOptions) -> list[tuple[str, list, list, np.ndarray, np.ndarray]]:
+    """(view, records, their tags, seconds to verdict, their index in `flows`) for the flows of
+    one read: the live read
     gives LIVE_VIEW and, for each window after its connection's first, CONNECTION_VIEW; any other
     read gives its own view."""
     if view != LIVE_VIEW:
-        return [(view, flows, tags, since_connection_start(flows))]
+        return [(view, flows, tags, since_connection_start(flows), np.arange(len(flows)))]
     ends = since_connection_start(flows, options.idle_timeout)
     so_far = ConnectionTracker().add(flows)
     later = [i for i, c in enumerate(so_far) if c.windows > 1]  # else the same as the window
@@ -225,8 +275,9 @@ def _views(view: str, flows: list, tags: list,
     # bare ACKs in a mining connection is benign, the mining connection it ends is not
     so_far_tags = [(tags[i][4] if so_far[i].bidirectional_bytes > 0 else "benign", *tags[i][1:])
                    for i in later]
-    return [(LIVE_VIEW, flows, tags, ends),
-            (CONNECTION_VIEW, [so_far[i] for i in later], so_far_tags, ends[later])]
+    return [(LIVE_VIEW, flows, tags, ends, np.arange(len(flows))),
+            (CONNECTION_VIEW, [so_far[i] for i in later], so_far_tags, ends[later],
+             np.array(later, dtype=np.int64))]
 
 
 def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Table:
@@ -244,7 +295,10 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     first_use: dict[str, float] = {}
     unmined: list[str] = []
 
-    def add(view: str, records: list, tags: list, row_ends: np.ndarray, source: str) -> None:
+    shown: list[np.ndarray] = []
+
+    def add(view: str, records: list, tags: list, row_ends: np.ndarray, source: str,
+            evidence: np.ndarray) -> None:
         """Rows for `records`, each tagged (label, session, scenario, server port)."""
         if not records:
             return
@@ -257,6 +311,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         views.extend([view] * len(tags))
         ports.extend(t[3] for t in tags)
         ends.append(row_ends)
+        shown.append(evidence)
 
     for run in runs:
         data_hashes[f"{run.name}/capture.pcap"] = sha256(run / "capture.pcap")
@@ -271,6 +326,8 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
         with tempfile.TemporaryDirectory() as tmp:
             cuts = [("full", None), *((f"cut{c}", c) for c in CUTS_S),
                     *((f"pkt{n}", n) for n in CUTS_PACKETS), (LIVE_VIEW, None)]
+            live_flows, live_tags, _ = label_run(run, live_options(options))
+            evidence = TunnelEvidence(live_flows)
             for view, amount in cuts:
                 capture = None
                 if amount is not None:
@@ -278,13 +335,18 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                     cutter = cut_capture if view.startswith("cut") else packet_cut
                     cutter(run / "capture.pcap", capture, amount)
                 view_options = live_options(options) if view == LIVE_VIEW else options
-                flows, tags, skipped = label_run(run, view_options, capture)
-                if view == "full":
-                    skipped_total.update(skipped)
+                if view == LIVE_VIEW:  # read first, for the evidence
+                    flows, tags = live_flows, live_tags
+                else:
+                    flows, tags, skipped = label_run(run, view_options, capture)
+                    if view == "full":
+                        skipped_total.update(skipped)
                 if not flows:
                     continue
-                for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
-                    add(name, records, rows_tags, row_ends, run.name)
+                shows = evidence.at_or_after(flows) if view == LIVE_VIEW else evidence.by_end(flows)
+                for name, records, rows_tags, row_ends, rows in _views(view, flows, tags,
+                                                                       view_options):
+                    add(name, records, rows_tags, row_ends, run.name, shows[rows])
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
         for path in sorted(corpus.iterdir()):
@@ -297,11 +359,14 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                 continue
             corpus_files += 1
             data_hashes[f"corpus/{path.name}"] = sha256(path)
+            evidence = TunnelEvidence(reads[1][1])
             for view, flows in reads:
                 tags = [("benign", f"corpus/{path.name}", "corpus", 0, "benign")] * len(flows)
                 view_options = live_options(options) if view == LIVE_VIEW else options
-                for name, records, rows_tags, row_ends in _views(view, flows, tags, view_options):
-                    add(name, records, rows_tags, row_ends, f"corpus/{path.name}")
+                shows = evidence.at_or_after(flows) if view == LIVE_VIEW else evidence.by_end(flows)
+                for name, records, rows_tags, row_ends, rows in _views(view, flows, tags,
+                                                                       view_options):
+                    add(name, records, rows_tags, row_ends, f"corpus/{path.name}", shows[rows])
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
     summary = {
@@ -321,7 +386,8 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
     summary["unmined_sessions"] = unmined
     return Table(X, y, groups, scen, srcs, np.array(pk, dtype=np.int64), views,
                  np.array(ports, dtype=np.int32), summary,
-                 np.concatenate(ends) if ends else np.empty(0, dtype=np.float64))
+                 np.concatenate(ends) if ends else np.empty(0, dtype=np.float64),
+                 np.concatenate(shown) if shown else np.empty(0, dtype=bool))
 
 
 def feedback_table(path: Path, options: CaptureOptions, pcap_root: Path | None = None) -> Table:
@@ -368,6 +434,7 @@ def feedback_table(path: Path, options: CaptureOptions, pcap_root: Path | None =
         np.array([t[2] for t in tags], dtype=np.int32),
         {"feedback_rows": len(tags), "feedback_skipped": dict(skipped), "feedback_sha256": sha256(path)},
         np.array([f.bidirectional_duration_ms / 1000.0 for f in flows], dtype=np.float64),
+        np.ones(len(tags), dtype=bool),  # an analyst saw the verdict: it was given
     )
 
 
@@ -377,4 +444,10 @@ def concat(a: Table, b: Table) -> Table:
                  a.scenarios + b.scenarios, a.sources + b.sources,
                  np.concatenate([a.first_packets, b.first_packets]), a.views + b.views,
                  np.concatenate([a.ports, b.ports]), {**a.summary, **b.summary},
-                 np.concatenate([a.ends_s, b.ends_s]))
+                 np.concatenate([a.ends_s, b.ends_s]),
+                 np.concatenate([_evidence(a), _evidence(b)]))
+
+
+def _evidence(t: Table) -> np.ndarray:
+    """A table's `evidence`, every row counting where it was not recorded."""
+    return t.evidence if len(t.evidence) == len(t.y) else np.ones(len(t.y), dtype=bool)

@@ -250,7 +250,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "session's live windows weigh as much together as its other rows.",
         f"- Thresholds (out-of-fold, corpus false-positive budget 1/5000 flows): {meta['thresholds']}; "
         f"for live windows and connections (model-live.txt): {meta['live']['thresholds']}, and for "
-        f"a live window that opens its connection: {meta['live'].get('opening_thresholds')}.",
+        f"a live window that opens its connection: {meta['live'].get('opening_thresholds')}"
+        + (". A benign row's reverse-tunnel score counts against the budgets only where its "
+           "connection shows the behaviour triage and live capture wait for before a tunnel "
+           "verdict (`connections.tunnel_evidence`, by the row's end; live, at its window or a "
+           "later one): with `--eager-tunnels` more benign connections are flagged than the "
+           "budgets say." if meta["params"].get("tunnel_thresholds") == "held" else "."),
         f"- A window that does not open its connection (no SYN) and holds fewer than "
         f"{meta['min_packets']} packets is not judged: its verdict is benign.",
         "- Two boosters: `model.txt` learned from whole captures and their early cuts and judges "

@@ -284,3 +284,30 @@ run w6 push 40 5 0 1500 - 236 --slow-miner-share 0.5 & wait
 # - benign otherwise 0 of 715 live held (2 eager); mining unchanged.
 # run held/c1 automation 30 5 0 1500 - 250 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 1 &
 # run held/c2 automation 80 10 0.3 1500 - 237 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 1 & wait
+# held/c3-c4 (new seeds): the automation plan with half the automation sessions' tasks slow
+# (`--slow-task-share 0.5`). 2026.11.24.12 (training.pipeline, tunnel verdicts held; eager in
+# brackets): slow tasks a connection flagged in 0 of 9 sessions (8-9), several slow tasks on one
+# connection 9 of 9 (9); quick automation 0 of 14 (8 live); tunnels 26 of 28 offline, 27 live (28),
+# the 24 used ones all within 30 s of first use; mining 12 of 12; other benign 0 of 44 (0).
+# Small models (2026-11-25: r1-r5, r8-r10, r20-r22 and r25 with the corpus; `--no-evaluate`),
+# scored on held/a4-a6, b3-b4 and c2 with training.pipeline (tunnel verdicts held) and, for the
+# tunnel families, leave-one-scenario-out of the live booster's windows (model-level, not held):
+#   base: those runs; auto: also held/a1-a3, b1-b2 and c1 (automation, some slow, as benign);
+#   -x: the connection's exchange counts (by who began them, keepalives) as live features;
+#   -h: a benign row's tunnel score counted against the thresholds' budgets only where the verdict
+#       would be given (dataset.TunnelEvidence; the training default since 2026-11-25).
+#                tunnel thresholds     slow tasks   tunnels    left out, live: OpenSSH, Dropbear,
+#                offline/live/opening  live (16)    live (84)  SSH in TLS, TLS shell, shell, WebSocket
+#   base         0.89 / 0.98 / 0.72    15           77         0.99 0.67 0.81 0.77 0.00 0.43
+#   base-h       0.81 / 0.83 / 0.50    15           77         1.00 0.79 1.00 1.00 0.67 0.53
+#   auto         0.93 / 0.995 / 0.83    4           76         0.96 0.63 0.59 0.33 0.00 0.37
+#   auto-x       0.93 / 0.995 / 0.86    2           76         0.92 0.64 0.63 0.23 0.00 0.37
+#   auto-h       0.88 / 0.995 / 0.64    4           75         0.98 0.63 0.59 0.33 0.00 0.37
+# No other benign session of the six runs was flagged held by any of them (base-h eager: 4 of 132
+# live, base 2). Automation as benign training data clears slow tasks but teaches "SSH-like is
+# benign": left out, AsyncSSH tunnels were found in 0.21 of their sessions whole (auto), and
+# every unseen family lost live; exchange counts did not help. Counting only the tunnel verdicts
+# that would be given lowered the thresholds and found every unseen family more often, with no
+# held false alarm more on the six runs. The next model: the 46 runs with that default.
+# run held/c3 automation 40 5 0 1500 - 251 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 &
+# run held/c4 automation 15 3 0.2 1500 - 252 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 & wait

@@ -421,7 +421,7 @@ def choose_thresholds(proba: np.ndarray, y: np.ndarray, scenarios: list[str],
     Rows not `judgeable` are never flagged, whatever their score."""
     if judgeable is not None:
         proba = np.where(judgeable[:, None], proba, 0.0)
-    corpus = np.array([s == "corpus" for s in scenarios])
+    corpus = np.array([s == "corpus" for s in scenarios], dtype=bool)
     lab_benign = (y == 0) & ~corpus
     allowed_corpus = int(CORPUS_FP_BUDGET * corpus.sum())
     out = {CLASSES[0]: 0.0}
@@ -525,8 +525,14 @@ def choose_all_thresholds(proba: np.ndarray, table: Table) -> Thresholds:
     """Each kind's thresholds, chosen on the rows it judges; for live, apart for the windows that
     open their connection and for the rest, then together within the session budget (a live
     capture judges a session window after window, so its false alarms add up; offline, each view
-    is one reading of a session and the row budgets hold)."""
+    is one reading of a session and the row budgets hold). A reverse-tunnel score counts only on
+    the rows whose verdict would be given (`Table.evidence`): triage and live capture hold a
+    tunnel verdict until its connection behaves as a tunnel, so a benign connection the model
+    suspects but that never does is no false alarm, and a tunnel is found when it does."""
     out: Thresholds = {}
+    if len(table.evidence) == len(table.y):
+        proba = proba.copy()
+        proba[~table.evidence, CLASSES.index("reverse_tunnel")] = 0.0
     opening = opening_windows(table)
     scenarios = np.array(table.scenarios)
     masks = {"offline": scored_on(table, "offline"), "live": scored_on(table, "live") & ~opening,
@@ -746,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                           **library_versions()},
         params={**PARAMS, "rounds": ROUNDS, "seed": a.seed, "members": MEMBERS,
                 "live_class_ignores": LIVE_CLASS_IGNORES,
+                "tunnel_thresholds": "held" if len(table.evidence) == len(table.y) else "eager",
                 "augment": {"copies": augment.COPIES, "scale": list(augment.SCALE),
                             "offset": {k: list(v) for k, v in AUGMENT_OFFSETS.items()},
                             "ratio": AUGMENT_RATIOS,
