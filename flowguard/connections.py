@@ -307,8 +307,8 @@ class ConnectionTracker:
 
     def hold(self, window: Any, verdict: Any) -> None:
         """Remember a verdict held back on the connection of `window` (live capture holds a
-        reverse-tunnel verdict until `tunnel_evidence`, then gives it on the window that shows it):
-        the best scored one (its `score`)."""
+        reverse-tunnel verdict until `tunnel_evidence`, then gives it on the connection's windows
+        from then on): the best scored one (its `score`)."""
         conn = self._open.get(connection_key(window))
         if conn is not None and (conn.held is None or verdict.score > conn.held.score):
             conn.held = verdict
