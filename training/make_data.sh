@@ -311,7 +311,12 @@ run w6 push 40 5 0 1500 - 236 --slow-miner-share 0.5 & wait
 # held false alarm more on the six runs. On eight more held runs (a1-a3, b1-b2, c1, c3, c4, none
 # in these models' training) base -> base-h: benign sessions flagged held 18 -> 19 of 304 (the new
 # one a cleartext WebSocket channel, live; the 18 are slow tasks), tunnels 107 -> 108 of 112
-# offline, 109 live and 96 of 96 used ones in time in both. The next model: the 46 runs with
-# that default.
+# offline, 109 live and 96 of 96 used ones in time in both. On the 46 runs (made again
+# 2026-11-25; a model 2026.11.25.1, `--no-evaluate`, not shipped), each tunnel family left out of
+# the same table and scored with the new model's thresholds (tunnel 0.56 offline, 0.82 live, 0.50
+# live opening) against 2026.11.24.12's (0.83, 0.92, 0.88), whole / live: Dropbear 0.89 / 0.86 ->
+# 0.91 / 0.87, TLS shell 0.98 / 0.92 -> 1.0 / 0.98, plain shell 0.77 / 0.43 -> 0.93 / 0.70,
+# WebSocket 1.0 / 0.70 -> 1.0 / 0.86, SSH in TLS live 0.98 -> 1.0, the rest 1.0 both; on the 14
+# held runs, with the hold, as 2026.11.24.12 but one slow task more (33 of 532 benign sessions).
 # run held/c3 automation 40 5 0 1500 - 251 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 &
 # run held/c4 automation 15 3 0.2 1500 - 252 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 & wait
