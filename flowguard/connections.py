@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from operator import attrgetter
 from typing import Any
 
@@ -258,28 +258,43 @@ def tunnel_evidence(c: ConnectionSoFar) -> bool:
     return c.inbound_exchanges > 0 or (c.keepalive_exchanges > 0 and c.outbound_exchanges == 0)
 
 
-def tunnel_evidence_at(windows: Iterable[Any], flows: Sequence[tuple[tuple[Any, ...], int]]) -> list[bool]:
+Timeline = dict[tuple[Any, ...], tuple[list[int], list[bool]]]
+"""Per connection (`connection_key`): the end of each of its live windows, in ms, and whether the
+connection had shown `tunnel_evidence` by then."""
+
+
+def evidence_timeline(windows: Sequence[Any], so_far: Sequence[ConnectionSoFar] | None = None,
+                      wanted: Set[tuple[Any, ...]] | None = None) -> Timeline:
+    """The `Timeline` of a capture's live `windows` (in the order read). `so_far`: the windows'
+    connections so far, where already merged (`ConnectionTracker().add(windows)`); `wanted`: only
+    these connections' windows are merged and kept."""
+    tracker = ConnectionTracker() if so_far is None else None
+    timeline: Timeline = {}
+    for i, w in enumerate(windows):
+        key = connection_key(w)
+        if wanted is not None and key not in wanted:
+            continue
+        c = tracker.add([w])[0] if tracker is not None else so_far[i]  # type: ignore[index]
+        ends, shown = timeline.setdefault(key, ([], []))
+        ends.append(w.bidirectional_last_seen_ms)
+        shown.append(tunnel_evidence(c))
+    return timeline
+
+
+def shown_by(timeline: Timeline, key: tuple[Any, ...], last_ms: int) -> bool:
+    """Had the connection `key` shown `tunnel_evidence` by `last_ms`, as its windows tell?"""
+    ends, shown = timeline.get(key, ([], []))
+    i = bisect_right(ends, last_ms) - 1
+    return i >= 0 and shown[i]
+
+
+def tunnel_evidence_at(windows: Sequence[Any], flows: Sequence[tuple[tuple[Any, ...], int]]) -> list[bool]:
     """For each of `flows`, given as (connection_key, last packet's time in ms), whether its
     connection had shown `tunnel_evidence` by that time, as the live `windows` of the same capture
     tell (offline triage reads a capture again as live windows for this). Only the windows of those
     connections are merged."""
-    wanted = {key for key, _ in flows}
-    tracker = ConnectionTracker()
-    seen: dict[tuple[Any, ...], tuple[list[int], list[bool]]] = {}
-    for w in windows:
-        key = connection_key(w)
-        if key not in wanted:
-            continue
-        [so_far] = tracker.add([w])
-        ends, evidence = seen.setdefault(key, ([], []))
-        ends.append(w.bidirectional_last_seen_ms)
-        evidence.append(tunnel_evidence(so_far))
-    out = []
-    for key, last_ms in flows:
-        ends, evidence = seen.get(key, ([], []))
-        i = bisect_right(ends, last_ms) - 1
-        out.append(i >= 0 and evidence[i])
-    return out
+    timeline = evidence_timeline(windows, wanted={key for key, _ in flows})
+    return [shown_by(timeline, key, last_ms) for key, last_ms in flows]
 
 
 def connection_key(w: Any) -> tuple[Any, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from flowguard.capture import CaptureOptions, live_options, read_flows
-from flowguard.connections import ConnectionTracker, connection_key, tunnel_evidence
+from flowguard.connections import ConnectionTracker, connection_key, evidence_timeline, shown_by
 from flowguard.errors import CaptureError
 from flowguard.features import FEATURES, vectorize
 from flowguard.model import CLASSES
@@ -77,6 +76,11 @@ class Table:
     row's last packet; live, at the row's window or a later one of its connection (a held verdict
     is given then). Empty in tables made before it was recorded: every verdict counts."""
 
+    @property
+    def has_evidence(self) -> bool:
+        """Whether `evidence` was recorded (every row has it)."""
+        return len(self.evidence) == len(self.y)
+
     def subset(self, mask: np.ndarray) -> Table:
         """The rows of `mask`; the summary stays the whole table's (what the data came from: its
         runs, hashes, per-session facts such as `unmined_sessions`)."""
@@ -85,7 +89,7 @@ class Table:
                      [self.scenarios[i] for i in idx], [self.sources[i] for i in idx],
                      self.first_packets[idx], [self.views[i] for i in idx], self.ports[idx],
                      self.summary, self.ends_s[idx],
-                     self.evidence[idx] if len(self.evidence) else self.evidence)
+                     self.evidence[idx] if self.has_evidence else self.evidence)
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, X=self.X, y=self.y, groups=np.array(self.groups),
@@ -223,28 +227,19 @@ class TunnelEvidence:
     """When each connection of a capture shows `connections.tunnel_evidence`, as its live windows
     (all of them, in the order read) tell: what triage and live capture wait for before they give
     a reverse-tunnel verdict. Training counts a benign row's tunnel score against the thresholds'
-    false-positive budgets only where the verdict would be given (`Table.evidence`)."""
+    false-positive budgets only where the verdict would be given (`Table.evidence`). `so_far`: the
+    windows merged into their connections (`_views` reads the same)."""
 
     def __init__(self, windows: list) -> None:
-        self.ends: dict[tuple, list[int]] = {}
-        self.shown: dict[tuple, list[bool]] = {}
-        for w, c in zip(windows, ConnectionTracker().add(windows), strict=True):
-            key = connection_key(w)
-            self.ends.setdefault(key, []).append(w.bidirectional_last_seen_ms)
-            self.shown.setdefault(key, []).append(tunnel_evidence(c))
-        self.later = {k: np.logical_or.accumulate(v[::-1])[::-1].tolist()
-                      for k, v in self.shown.items()}
+        self.so_far = ConnectionTracker().add(windows)
+        self.timeline = evidence_timeline(windows, self.so_far)
+        self.later = {k: np.logical_or.accumulate(shown[::-1])[::-1].tolist()
+                      for k, (_, shown) in self.timeline.items()}
 
     def by_end(self, flows: list) -> np.ndarray:
-        """Offline: shown by each flow's last packet (`connections.tunnel_evidence_at`)."""
-        out = np.zeros(len(flows), dtype=bool)
-        for i, f in enumerate(flows):
-            key = connection_key(f)
-            ends = self.ends.get(key)
-            if ends:
-                j = bisect_right(ends, f.bidirectional_last_seen_ms) - 1
-                out[i] = j >= 0 and self.shown[key][j]
-        return out
+        """Offline: shown by each flow's last packet (as `connections.tunnel_evidence_at`)."""
+        return np.fromiter((shown_by(self.timeline, connection_key(f), f.bidirectional_last_seen_ms)
+                            for f in flows), dtype=bool, count=len(flows))
 
     def at_or_after(self, windows: list) -> np.ndarray:
         """Live (`windows`: those this was made from, in the same order): shown at each window or
@@ -260,16 +255,17 @@ class TunnelEvidence:
         return out
 
 
-def _views(view: str, flows: list, tags: list,
-           options: CaptureOptions) -> list[tuple[str, list, list, np.ndarray, np.ndarray]]:
+def _views(view: str, flows: list, tags: list, options: CaptureOptions,
+           so_far: list | None = None) -> list[tuple[str, list, list, np.ndarray, np.ndarray]]:
     """(view, records, their tags, seconds to verdict, their index in `flows`) for the flows of
-    one read: the live read
-    gives LIVE_VIEW and, for each window after its connection's first, CONNECTION_VIEW; any other
-    read gives its own view."""
+    one read: the live read gives LIVE_VIEW and, for each window after its connection's first,
+    CONNECTION_VIEW (`so_far`: its windows merged into their connections); any other read gives
+    its own view."""
     if view != LIVE_VIEW:
         return [(view, flows, tags, since_connection_start(flows), np.arange(len(flows)))]
     ends = since_connection_start(flows, options.idle_timeout)
-    so_far = ConnectionTracker().add(flows)
+    if so_far is None:
+        so_far = ConnectionTracker().add(flows)
     later = [i for i, c in enumerate(so_far) if c.windows > 1]  # else the same as the window
     # the connection so far is labelled by its own payload, not by its last window's: a window of
     # bare ACKs in a mining connection is benign, the mining connection it ends is not
@@ -345,7 +341,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                     continue
                 shows = evidence.at_or_after(flows) if view == LIVE_VIEW else evidence.by_end(flows)
                 for name, records, rows_tags, row_ends, rows in _views(view, flows, tags,
-                                                                       view_options):
+                                                                       view_options, evidence.so_far):
                     add(name, records, rows_tags, row_ends, run.name, shows[rows])
     corpus_files = 0
     if corpus is not None and corpus.is_dir():
@@ -365,7 +361,7 @@ def build(runs: list[Path], corpus: Path | None, options: CaptureOptions) -> Tab
                 view_options = live_options(options) if view == LIVE_VIEW else options
                 shows = evidence.at_or_after(flows) if view == LIVE_VIEW else evidence.by_end(flows)
                 for name, records, rows_tags, row_ends, rows in _views(view, flows, tags,
-                                                                       view_options):
+                                                                       view_options, evidence.so_far):
                     add(name, records, rows_tags, row_ends, f"corpus/{path.name}", shows[rows])
     X = np.vstack(Xs) if Xs else np.empty((0, len(FEATURES)), dtype=np.float32)
     y = np.array(ys, dtype=np.int32)
@@ -450,4 +446,4 @@ def concat(a: Table, b: Table) -> Table:
 
 def _evidence(t: Table) -> np.ndarray:
     """A table's `evidence`, every row counting where it was not recorded."""
-    return t.evidence if len(t.evidence) == len(t.y) else np.ones(len(t.y), dtype=bool)
+    return t.evidence if t.has_evidence else np.ones(len(t.y), dtype=bool)

@@ -530,7 +530,7 @@ def choose_all_thresholds(proba: np.ndarray, table: Table) -> Thresholds:
     tunnel verdict until its connection behaves as a tunnel, so a benign connection the model
     suspects but that never does is no false alarm, and a tunnel is found when it does."""
     out: Thresholds = {}
-    if len(table.evidence) == len(table.y):
+    if table.has_evidence:
         proba = proba.copy()
         proba[~table.evidence, CLASSES.index("reverse_tunnel")] = 0.0
     opening = opening_windows(table)
@@ -752,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                           **library_versions()},
         params={**PARAMS, "rounds": ROUNDS, "seed": a.seed, "members": MEMBERS,
                 "live_class_ignores": LIVE_CLASS_IGNORES,
-                "tunnel_thresholds": "held" if len(table.evidence) == len(table.y) else "eager",
+                "tunnel_thresholds": "held" if table.has_evidence else "eager",
                 "augment": {"copies": augment.COPIES, "scale": list(augment.SCALE),
                             "offset": {k: list(v) for k, v in AUGMENT_OFFSETS.items()},
                             "ratio": AUGMENT_RATIOS,
