@@ -64,12 +64,13 @@ class Predictor(str, Enum):
 
 
 def _load_model(model: Path | None, live: bool = False, lazy: bool = False,
-                predictor: Predictor = Predictor.auto) -> FlowClassifier:
+                predictor: Predictor = Predictor.auto, eager_tunnels: bool = False) -> FlowClassifier:
     """The model at `model` (else the bundled one); `live`: its booster for live windows; `lazy`,
-    `predictor`: see FlowClassifier.load."""
+    `predictor`, `eager_tunnels`: see FlowClassifier.load."""
     try:
         return FlowClassifier.load(model if model is not None else default_model_dir(), live=live,
-                                   lazy=lazy, predictor=predictor.value)
+                                   lazy=lazy, predictor=predictor.value,
+                                   eager_tunnels=eager_tunnels)
     except ModelError as exc:
         raise _fail(_model_error(exc), EXIT_USAGE) from exc
 
@@ -95,7 +96,8 @@ EagerTunnelsOption = Annotated[
                        help="Flag reverse tunnels on the model's verdict alone. By default a tunnel "
                             "verdict stands only once its connection behaves as a tunnel: an "
                             "exchange begun by the outside end, or keepalives alone. Eager: idle "
-                            "tunnels without keepalives are flagged too, and so is SSH automation.")
+                            "tunnels without keepalives are flagged too, and so is SSH automation. "
+                            "Judged with the thresholds the model chose for it, where it has them.")
 ]
 
 
@@ -131,7 +133,7 @@ def triage_cmd(
     eager_tunnels: EagerTunnelsOption = False,
 ) -> None:
     """Classify every flow in capture files: stratum_mining, reverse_tunnel or benign."""
-    classifier = _load_model(model, lazy=True, predictor=predictor)
+    classifier = _load_model(model, lazy=True, predictor=predictor, eager_tunnels=eager_tunnels)
     publisher: Publisher | None = None
     if publish is not None:
         from flowguard.publish import Publisher
@@ -312,7 +314,7 @@ def watch_cmd(
 
     if fmt is Format.table:
         raise _fail("--format table is not available for watch: use jsonl or csv", EXIT_USAGE)
-    classifier = _load_model(model, live=True, predictor=predictor)
+    classifier = _load_model(model, live=True, predictor=predictor, eager_tunnels=eager_tunnels)
     source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout, buffer_mib,
                           opening_timeout)
     publisher: Publisher | None = None
@@ -431,7 +433,8 @@ def serve_cmd(
 
         source = _live_source(interface, bpf, snaplen, promisc, active_timeout, idle_timeout,
                               buffer_mib, opening_timeout)
-        classifier = _load_model(settings.model, live=True, predictor=Predictor(settings.predictor))
+        classifier = _load_model(settings.model, live=True, predictor=Predictor(settings.predictor),
+                                 eager_tunnels=eager_tunnels)
         pipeline = attach_capture(service_app.state.service, source, classifier,
                                   eager_tunnels=eager_tunnels)
         pipeline.start()

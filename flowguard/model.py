@@ -36,6 +36,8 @@ BENIGN = 0
 METADATA_FORMAT = 1
 MODEL_FILE = "model.txt"
 LIVE_MODEL_FILE = "model-live.txt"
+EAGER_KINDS = ("offline", "live", "opening")
+"""The kinds of rows ModelMetadata.eager_thresholds may hold thresholds for."""
 METADATA_FILE = "metadata.json"
 PREDICTORS = ("auto", "compiled", "lightgbm")
 """What `FlowClassifier.load` may predict with (its `predictor`)."""
@@ -102,6 +104,11 @@ class ModelMetadata:
     offline_thresholds: dict[str, float] | None = None
     """Set when loaded for live windows: the whole-flow booster's thresholds, which `thresholds`
     then no longer holds (for lowest_thresholds); not written."""
+    eager_thresholds: dict[str, dict[str, float]] | None = None
+    """Per kind of row (EAGER_KINDS: "offline" whole flows, "live" windows, "opening" windows), the
+    thresholds chosen for `--eager-tunnels`, where every tunnel score counts, not only those that
+    would be given once the connection behaves as a tunnel (params "tunnel_thresholds": "held").
+    `FlowClassifier.load(eager_tunnels=True)` puts them in place; None: the model has one set."""
 
     def lowest_thresholds(self) -> dict[str, float]:
         """Per class, the lowest score at which any of the model's boosters flags it: whole flows,
@@ -110,6 +117,7 @@ class ModelMetadata:
         sets = [self.thresholds, self.opening_thresholds or {}, self.offline_thresholds or {}]
         if self.live is not None:
             sets += [self.live.thresholds, self.live.opening_thresholds or {}]
+        sets += (self.eager_thresholds or {}).values()
         return {c: min(s[c] for s in sets if c in s) for c in self.thresholds}
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +136,8 @@ class ModelMetadata:
             "library_versions": self.library_versions,
             "params": self.params,
             **({"live": self.live.to_dict()} if self.live is not None else {}),
+            **({"eager_thresholds": self.eager_thresholds}
+               if self.eager_thresholds is not None else {}),
         }
 
     @classmethod
@@ -151,9 +161,20 @@ class ModelMetadata:
                 library_versions=dict(data.get("library_versions", {})),
                 params=dict(data.get("params", {})),
                 live=LiveModel.from_dict(data["live"]) if data.get("live") is not None else None,
+                eager_thresholds=_threshold_sets(data.get("eager_thresholds")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{where}: metadata is incomplete or malformed ({exc})") from exc
+
+
+def _threshold_sets(data: Any) -> dict[str, dict[str, float]] | None:
+    if data is None:
+        return None
+    unknown = set(data) - set(EAGER_KINDS)
+    if unknown:
+        raise ValueError(f"eager_thresholds: unknown kinds {sorted(unknown)}, "
+                         f"allowed: {', '.join(EAGER_KINDS)}")
+    return {str(kind): {str(k): float(v) for k, v in values.items()} for kind, values in data.items()}
 
 
 def sha256_file(path: Path) -> str:
@@ -289,7 +310,8 @@ class FlowClassifier:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], live: bool = False,
-             lazy: bool = False, predictor: str = "auto") -> FlowClassifier:
+             lazy: bool = False, predictor: str = "auto",
+             eager_tunnels: bool = False) -> FlowClassifier:
         """Load and check a model directory; raises ModelError on any mismatch.
 
         live: load the booster for live windows instead (LiveModel): its thresholds and capture
@@ -301,6 +323,8 @@ class FlowClassifier:
         (flowguard.compiled: same probabilities, about four times faster), or raise ModelError;
         "lightgbm": with LightGBM; "auto": compiled where it can be, else LightGBM. LightGBM still
         explains verdicts (`explain`).
+        eager_tunnels: judge with the thresholds chosen for `--eager-tunnels`
+        (ModelMetadata.eager_thresholds), where the model has them; else with its only set.
         """
         if predictor not in PREDICTORS:
             raise PredictorError(f"{predictor!r} is not one of {', '.join(PREDICTORS)}")
@@ -327,6 +351,11 @@ class FlowClassifier:
                            model_sha256=meta.live.model_sha256,
                            opening_thresholds=meta.live.opening_thresholds,
                            offline_thresholds=meta.thresholds)
+        if eager_tunnels and meta.eager_thresholds is not None:
+            eager = meta.eager_thresholds
+            meta = replace(meta, thresholds=eager.get("live" if live else "offline", meta.thresholds),
+                           opening_thresholds=eager.get("opening", meta.opening_thresholds)
+                           if live else meta.opening_thresholds)
         # read once: the bytes checked are the bytes parsed
         data = model_path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
@@ -478,6 +507,8 @@ def check_compatible(meta: ModelMetadata, where: Path) -> None:
             f"{where}: capture.splt_packets is {meta.capture.splt_packets}, "
             f"features need at least {SPLT_PACKETS}"
         )
-    unknown = set(meta.thresholds) - set(CLASSES)
-    if unknown:
-        raise ModelError(f"{where}: thresholds name unknown classes {sorted(unknown)}")
+    for name, values in (("thresholds", meta.thresholds),
+                         *((f"eager_thresholds.{k}", v) for k, v in (meta.eager_thresholds or {}).items())):
+        unknown = set(values) - set(CLASSES)
+        if unknown:
+            raise ModelError(f"{where}: {name} name unknown classes {sorted(unknown)}")

@@ -173,3 +173,26 @@ def test_host_view_correlates_mining_and_tunnel(tmp_path: Path) -> None:
     host = labels["conversations"][0]["client_ip"]
     assert hosts[0]["host"] == host and hosts[0]["correlated"] is True
     assert set(hosts[0]["flagged_flows"]) == {"stratum_mining", "reverse_tunnel"}
+
+
+def test_eager_tunnels_judge_with_the_models_eager_thresholds(tmp_path: Path) -> None:
+    """--eager-tunnels loads the thresholds the model chose for it: here, ones no tunnel reaches,
+    so the reverse tunnel flagged eagerly by the model's own thresholds, and held, is not."""
+    from flowguard.model import default_model_dir
+
+    sample = Path(__file__).resolve().parents[1] / "pcaps" / "reverse-ssh-443-shell.pcap"
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    meta = json.loads((model / "metadata.json").read_text())
+
+    def tunnels(*args: str | Path) -> int:
+        proc = flowguard("triage", "-f", "jsonl", "--model", model, *args, sample)
+        assert proc.returncode == 0, proc.stderr
+        return sum(json.loads(line)["verdict"] == "reverse_tunnel" for line in proc.stdout.splitlines())
+
+    assert tunnels("--eager-tunnels") >= 1
+    never = {"benign": 0.0, "stratum_mining": 0.5, "reverse_tunnel": 1.0}
+    meta["eager_thresholds"] = {"offline": never, "live": never, "opening": never}
+    (model / "metadata.json").write_text(json.dumps(meta))
+    assert tunnels("--eager-tunnels") == 0
+    assert tunnels() >= 1  # held: the model's own thresholds

@@ -177,24 +177,40 @@ def test_heldout_scores_sessions_by_tls_variant(smoke_run: Path, tmp_path: Path)
 
 def test_pipeline_scores_sessions_offline_and_live_held_and_eager(smoke_run: Path) -> None:
     """training.pipeline: every session counted once under its label and kind, in the four ways
-    flowguard gives verdicts; holding tunnel verdicts never flags more than eager does."""
-    from flowguard.model import default_model_dir
+    flowguard gives verdicts; with the same thresholds, holding tunnel verdicts never flags more
+    than eager does, and mining verdicts are never held."""
+    from flowguard.model import FlowClassifier, default_model_dir
     from training.pipeline import kind, score
 
     labels = json.loads((smoke_run / "labels.json").read_text())
     report = score(default_model_dir(), [smoke_run])
     assert {(c, k) for c, v in report.items() for k in v} == {
         (s["label"], kind(s)) for s in labels["sessions"]}
+    eager = FlowClassifier.load(default_model_dir(), lazy=True).metadata.eager_thresholds
     for counts in (v for c in report.values() for v in c.values()):
         for view in ("offline", "live"):
-            assert 0 <= counts[f"{view}_held"] <= counts[f"{view}_eager"] <= counts["sessions"]
-    for counts in report["stratum_mining"].values():  # mining is never held
-        assert counts["offline_held"] == counts["offline_eager"]
-        assert counts["live_held"] == counts["live_eager"]
+            assert 0 <= counts[f"{view}_held"] <= counts["sessions"]
+            assert 0 <= counts[f"{view}_eager"] <= counts["sessions"]
+            if eager is None:
+                assert counts[f"{view}_held"] <= counts[f"{view}_eager"]
+    for counts in report["stratum_mining"].values():
+        for view in ("offline", "live"):
+            if eager is None or _same_mining_thresholds(default_model_dir(), view == "live"):
+                assert counts[f"{view}_held"] == counts[f"{view}_eager"]
     assert sum(c["offline_held"] for c in report["stratum_mining"].values()) >= 1
     assert all(c["offline_eager"] == 0 for c in report["benign"].values())
     for c in report["reverse_tunnel"].values():
         assert c["live_in_time_held"] <= min(c["used"], c["live_held"])
+
+
+def _same_mining_thresholds(model: Path, live: bool) -> bool:
+    from flowguard.model import FlowClassifier
+
+    held, eager = (FlowClassifier.load(model, live=live, lazy=True, eager_tunnels=e).metadata
+                   for e in (False, True))
+    return all((a.get("stratum_mining") if a else None) == (b.get("stratum_mining") if b else None)
+               for a, b in ((held.thresholds, eager.thresholds),
+                            (held.opening_thresholds, eager.opening_thresholds)))
 
 
 def test_a_run_stopped_with_sigterm_takes_its_namespaces_down(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from flowguard.errors import ModelError
 from flowguard.features import FEATURES
-from flowguard.model import CLASSES, FlowClassifier, default_model_dir
+from flowguard.model import CLASSES, FlowClassifier, ModelMetadata, default_model_dir
 
 
 @pytest.fixture()
@@ -343,6 +344,50 @@ def test_lowest_thresholds_cover_every_booster_and_window_kind(classifier: FlowC
         assert lowest[c] == expected
     live = FlowClassifier.load(classifier.path, live=True, lazy=True).metadata
     assert live.lowest_thresholds() == lowest  # the same whichever booster was loaded
+
+
+EAGER = {"offline": {"benign": 0.0, "stratum_mining": 0.96, "reverse_tunnel": 0.97},
+         "live": {"benign": 0.0, "stratum_mining": 0.997, "reverse_tunnel": 0.98},
+         "opening": {"benign": 0.0, "stratum_mining": 0.01, "reverse_tunnel": 0.99}}
+
+
+def test_eager_thresholds_judge_only_when_tunnels_are_eager(model_copy: Path) -> None:
+    """A model with thresholds chosen for --eager-tunnels: loaded eager, each booster and kind of
+    window is judged with them; loaded held (the default), with the model's own."""
+    held = {live: FlowClassifier.load(model_copy, live=live, lazy=True).metadata
+            for live in (False, True)}
+    edit_metadata(model_copy, eager_thresholds=EAGER)
+    offline = FlowClassifier.load(model_copy, lazy=True, eager_tunnels=True).metadata
+    live = FlowClassifier.load(model_copy, live=True, lazy=True, eager_tunnels=True).metadata
+    assert offline.thresholds == EAGER["offline"] and offline.opening_thresholds is None
+    assert live.thresholds == EAGER["live"] and live.opening_thresholds == EAGER["opening"]
+    for is_live, meta in held.items():
+        again = FlowClassifier.load(model_copy, live=is_live, lazy=True).metadata
+        assert (again.thresholds, again.opening_thresholds) == (meta.thresholds,
+                                                                meta.opening_thresholds)
+        assert again.eager_thresholds == EAGER
+        # every verdict the model gives, eager or not, reaches its lowest thresholds
+        assert again.lowest_thresholds()["stratum_mining"] == 0.01
+    whole = FlowClassifier.load(model_copy, lazy=True).metadata
+    assert ModelMetadata.from_dict(whole.to_dict(), model_copy) == whole  # written as read
+
+
+def test_eager_tunnels_change_nothing_on_a_model_with_one_set(classifier: FlowClassifier) -> None:
+    for live in (False, True):
+        a = FlowClassifier.load(classifier.path, live=live, lazy=True).metadata
+        b = FlowClassifier.load(classifier.path, live=live, lazy=True, eager_tunnels=True).metadata
+        assert a == b
+
+
+@pytest.mark.parametrize(("eager", "message"), [
+    ({"shadow": EAGER["live"]}, "unknown kinds ['shadow'], allowed: offline, live, opening"),
+    ({"live": {"benign": 0.0, "mining": 0.9}}, "eager_thresholds.live name unknown classes"),
+])
+def test_malformed_eager_thresholds_are_refused(model_copy: Path, eager: object,
+                                                message: str) -> None:
+    edit_metadata(model_copy, eager_thresholds=eager)
+    with pytest.raises(ModelError, match=re.escape(message)):
+        FlowClassifier.load(model_copy, lazy=True)
 
 
 def test_explanations_are_prepared_once_in_a_background_thread(classifier: FlowClassifier) -> None:

@@ -123,7 +123,13 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert aug["wrapped"] == 2 and aug["not_wrapped"] == list(train.NOT_WRAPPED)
     card = (tmp_path / "models" / "test-1" / "MODEL.md").read_text()
     assert "TLS wrapping" in card and "ClientHello 200-650 bytes" in card
-    assert meta.params["tunnel_thresholds"] == "held" and "`--eager-tunnels` more benign" in card
+    assert meta.params["tunnel_thresholds"] == "held"
+    # and a second set for --eager-tunnels, chosen where every tunnel score counts: on the card
+    assert meta.eager_thresholds is not None and set(meta.eager_thresholds) == {"offline", "live",
+                                                                                "opening"}
+    assert "`--eager-tunnels` judges with thresholds chosen" in card
+    eager = FlowClassifier.load(tmp_path / "models" / "test-1", live=True, eager_tunnels=True)
+    assert eager.metadata.thresholds == meta.eager_thresholds["live"]
 
 
 def test_time_to_detect_counts_tunnels_from_their_first_use_too() -> None:
@@ -246,15 +252,17 @@ def test_tunnel_thresholds_count_only_verdicts_that_would_be_given() -> None:
     proba[n] = [0.02, 0.0, 0.98]  # the tunnel
     y = np.array([0] * n + [2], dtype=np.int32)
 
-    def live_threshold(evidence: np.ndarray) -> float:
+    def live_threshold(evidence: np.ndarray, held: bool = True) -> float:
         table = Table(X, y, [f"benign-{i}" for i in range(n)] + ["tunnel"], ["lab"] * (n + 1),
                       ["run"] * (n + 1), np.full(n + 1, 10), ["live-connection"] * (n + 1),
                       np.zeros(n + 1, dtype=np.int32), {}, np.full(n + 1, 10.0), evidence)
-        return train.choose_all_thresholds(proba, table)["live"]["reverse_tunnel"]
+        return train.choose_all_thresholds(proba, table, held)["live"]["reverse_tunnel"]
 
     assert live_threshold(np.ones(n + 1, dtype=bool)) > 0.95
     assert live_threshold(np.array([False] + [True] * n)) <= 0.95
     assert live_threshold(np.empty(0, dtype=bool)) > 0.95  # a table without it: every row counts
+    # for --eager-tunnels every verdict is given: the benign connection counts, evidence or not
+    assert live_threshold(np.array([False] + [True] * n), held=False) > 0.95
 
 
 def test_session_budget_raises_the_threshold_that_costs_fewest_detections() -> None:

@@ -254,8 +254,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         + (". A benign row's reverse-tunnel score counts against the budgets only where its "
            "connection shows the behaviour triage and live capture wait for before a tunnel "
            "verdict (`connections.tunnel_evidence`, by the row's end; live, at its window or a "
-           "later one): with `--eager-tunnels` more benign connections are flagged than the "
-           "budgets say." if meta["params"].get("tunnel_thresholds") == "held" else "."),
+           "later one)" + _eager_line(meta) if meta["params"].get("tunnel_thresholds") == "held"
+           else "."),
         f"- A window that does not open its connection (no SYN) and holds fewer than "
         f"{meta['min_packets']} packets is not judged: its verdict is benign.",
         "- Two boosters: `model.txt` learned from whole captures and their early cuts and judges "
@@ -540,6 +540,15 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "",
     ]
     return "\n".join(lines)
+
+
+def _eager_line(meta: dict[str, Any]) -> str:
+    eager = meta.get("eager_thresholds")
+    if eager is None:
+        return ": with `--eager-tunnels` more benign connections are flagged than the budgets say."
+    return (". `--eager-tunnels` judges with thresholds chosen where every tunnel score counts: "
+            f"whole flows {eager.get('offline')}, live windows {eager.get('live')}, and live "
+            f"windows that open their connection {eager.get('opening')}.")
 
 
 def model_thresholds(model_dir: Path) -> train.Thresholds:

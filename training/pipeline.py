@@ -1,7 +1,8 @@
 """Score flowguard's verdicts on lab runs as its users get them, not only the model's: offline
 triage (`flowguard triage`) and the live pipeline (`flowguard watch`, the capture replayed as
 live windows), each with reverse-tunnel verdicts held until their connection behaves as a tunnel
-(the default) and eager (`--eager-tunnels`).
+(the default) and eager (`--eager-tunnels`, with the thresholds the model chose for it where it
+has them).
 
     python -m training.pipeline --model models/2026.11.24.12 training/data/held/a1 training/data/held/b1
 
@@ -75,8 +76,9 @@ def live_verdicts(capture: Path, classifier: FlowClassifier, eager: bool) -> lis
 
 def score(model_dir: Path, runs: list[Path]) -> dict[str, Any]:
     """{label: {kind: {"sessions": n, "offline_eager": k, ..., "live_in_time_held": k}}}."""
-    offline = FlowClassifier.load(model_dir)
-    live = FlowClassifier.load(model_dir, live=True)
+    classifiers = {(view, mode): FlowClassifier.load(model_dir, live=view == "live",
+                                                     eager_tunnels=mode == "eager")
+                   for view in ("offline", "live") for mode in MODES}
     out: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for run in runs:
         labels = json.loads((run / "labels.json").read_text())
@@ -88,8 +90,9 @@ def score(model_dir: Path, runs: list[Path]) -> dict[str, Any]:
         begin: dict[str, int] = {}  # a session's first packet (its client connects)
         for mode in MODES:
             eager = mode == "eager"
-            for view, verdicts in (("offline", offline_verdicts(capture, offline, eager)),
-                                   ("live", live_verdicts(capture, live, eager))):
+            for view, verdicts in (
+                    ("offline", offline_verdicts(capture, classifiers[("offline", mode)], eager)),
+                    ("live", live_verdicts(capture, classifiers[("live", mode)], eager))):
                 for v in verdicts:
                     sid = (index.get((v.src_ip, v.dst_ip, v.dst_port))
                            or index.get((v.dst_ip, v.src_ip, v.src_port)))

@@ -521,16 +521,17 @@ def opening_windows(table: Table) -> np.ndarray:
     return (np.array(table.views) == LIVE_VIEW) & opens_connection(table.X)
 
 
-def choose_all_thresholds(proba: np.ndarray, table: Table) -> Thresholds:
+def choose_all_thresholds(proba: np.ndarray, table: Table, held: bool = True) -> Thresholds:
     """Each kind's thresholds, chosen on the rows it judges; for live, apart for the windows that
     open their connection and for the rest, then together within the session budget (a live
     capture judges a session window after window, so its false alarms add up; offline, each view
     is one reading of a session and the row budgets hold). A reverse-tunnel score counts only on
     the rows whose verdict would be given (`Table.evidence`): triage and live capture hold a
     tunnel verdict until its connection behaves as a tunnel, so a benign connection the model
-    suspects but that never does is no false alarm, and a tunnel is found when it does."""
+    suspects but that never does is no false alarm, and a tunnel is found when it does.
+    `held=False`: every tunnel score counts, as with `--eager-tunnels`."""
     out: Thresholds = {}
-    if table.has_evidence:
+    if held and table.has_evidence:
         proba = proba.copy()
         proba[~table.evidence, CLASSES.index("reverse_tunnel")] = 0.0
     opening = opening_windows(table)
@@ -730,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     proba = out_of_fold(table, a.folds, a.seed)
     thresholds = choose_all_thresholds(proba, table)
+    # without the evidence, held thresholds are eager ones: one set
+    eager = choose_all_thresholds(proba, table, held=False) if table.has_evidence else None
     report = metrics(table, decide_all(proba, thresholds, table))
     report["evaluation"] = (f"{a.folds}-fold StratifiedKFold over capture sessions, averaged over "
                             f"{MEMBERS} splits seeded from {a.seed}; thresholds chosen on the same "
@@ -765,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "server_finished": list(augment.SERVER_FINISHED)}}},
         min_packets=MIN_JUDGED_PACKETS,
         live=live,
+        eager_thresholds=eager,
     )
     (out / "metadata.json").write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
