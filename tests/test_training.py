@@ -128,6 +128,9 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert meta.eager_thresholds is not None and set(meta.eager_thresholds) == {"offline", "live",
                                                                                 "opening"}
     assert "`--eager-tunnels` judges with thresholds chosen" in card
+    # its figures count tunnel verdicts as given (held), and the card gives the eager ones too
+    assert train.HELD_NOTE in metrics["evaluation"]
+    assert "With `--eager-tunnels` and its own thresholds: corpus" in card
     eager = FlowClassifier.load(tmp_path / "models" / "test-1", live=True, eager_tunnels=True)
     assert eager.metadata.thresholds == meta.eager_thresholds["live"]
 
@@ -263,6 +266,23 @@ def test_tunnel_thresholds_count_only_verdicts_that_would_be_given() -> None:
     assert live_threshold(np.empty(0, dtype=bool)) > 0.95  # a table without it: every row counts
     # for --eager-tunnels every verdict is given: the benign connection counts, evidence or not
     assert live_threshold(np.array([False] + [True] * n), held=False) > 0.95
+
+
+def test_scores_as_given_hold_only_tunnel_scores_without_evidence() -> None:
+    n = 3
+    X = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    proba = np.tile([0.1, 0.3, 0.6], (n, 1))
+
+    def table(evidence: np.ndarray) -> Table:
+        return Table(X, np.zeros(n, dtype=np.int32), ["a", "b", "c"], ["lab"] * n, ["run"] * n,
+                     np.full(n, 10), ["live"] * n, np.zeros(n, dtype=np.int32), {},
+                     np.full(n, 10.0), evidence)
+
+    given = train.as_given(proba, table(np.array([True, False, True])))
+    np.testing.assert_array_equal(given[:, 2], [0.6, 0.0, 0.6])
+    np.testing.assert_array_equal(given[:, :2], proba[:, :2])  # mining is never held
+    assert proba[1, 2] == 0.6  # the caller's scores are left as they were
+    assert train.as_given(proba, table(np.empty(0, dtype=bool))) is proba  # nothing recorded
 
 
 def test_session_budget_raises_the_threshold_that_costs_fewest_detections() -> None:

@@ -51,8 +51,10 @@ HELD_OUT: dict[str, tuple[str, Selector]] = {
 }
 
 
-def leave_one_out(table: Table, thresholds: train.Thresholds, seed: int) -> dict[str, Any]:
-    """Retrain without each family and report session recall on it (full captures and early cuts)."""
+def leave_one_out(table: Table, thresholds: train.Thresholds, seed: int,
+                  hold: bool = False) -> dict[str, Any]:
+    """Retrain without each family and report session recall on it (full captures and early cuts);
+    `hold`: tunnel verdicts held as triage and live capture give them (train.as_given)."""
     scen = table.scenarios
     ports = table.ports.tolist()
     out: dict[str, Any] = {}
@@ -64,7 +66,8 @@ def leave_one_out(table: Table, thresholds: train.Thresholds, seed: int) -> dict
         fitted = table.subset(~held)
         boosters = {kind: train.fit_table(fitted, seed, kind) for kind in train.KINDS}
         test = table.subset(held)
-        pred = train.decide_all(train.predict(boosters, test), thresholds, test)
+        proba = train.predict(boosters, test)
+        pred = train.decide_all(train.as_given(proba, test) if hold else proba, thresholds, test)
         cls = CLASSES.index(label)
         groups = np.array(test.groups)
         views = np.array(test.views)
@@ -286,6 +289,7 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         f"- Lab benign look-alike flows flagged: {report['lab_benign_flow_fpr']} (rate); "
         f"benign sessions with any flagged flow: {pcs['benign']['flagged']} of "
         f"{pcs['benign']['sessions']}.",
+        *_eager_metrics(report),
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",
@@ -542,6 +546,24 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
     return "\n".join(lines)
 
 
+def _eager_metrics(report: dict[str, Any]) -> list[str]:
+    if train.HELD_NOTE not in report.get("evaluation", ""):
+        return []
+    lines = ["- Reverse-tunnel verdicts are counted as triage and live capture give them: held "
+             "until their connection shows the evidence (`--eager-tunnels` gives them at once)."]
+    e = report.get("eager")
+    if e is not None:
+        lines.append(
+            f"- With `--eager-tunnels` and its own thresholds: corpus {e['corpus_false_positives']} "
+            f"flows flagged, lab benign flows {e['lab_benign_flow_fpr']} (rate), benign sessions "
+            f"with any flagged flow {e['benign_sessions_flagged']}, tunnel session recall "
+            f"{e['tunnel_recall']}"
+            + (f"; live, benign sessions flagged {e['live_benign_sessions_flagged']}, tunnel "
+               f"session recall {e['live_tunnel_recall']}" if "live_tunnel_recall" in e else "")
+            + ".")
+    return lines
+
+
 def _eager_line(meta: dict[str, Any]) -> str:
     eager = meta.get("eager_thresholds")
     if eager is None:
@@ -559,22 +581,39 @@ def model_thresholds(model_dir: Path) -> train.Thresholds:
                                         if live.opening_thresholds is not None else {})}
 
 
+def eager_report(table: Table, proba: np.ndarray, eager: train.Thresholds) -> dict[str, Any]:
+    """What `--eager-tunnels` gives, with the thresholds chosen for it: every tunnel score counts."""
+    m = train.metrics(table, train.decide_all(proba, eager, table))
+    live = m.get("live", {})
+    return {"corpus_false_positives": m["corpus_false_positives"],
+            "lab_benign_flow_fpr": m["lab_benign_flow_fpr"],
+            "benign_sessions_flagged": m["per_class_sessions"]["benign"]["flagged"],
+            "tunnel_recall": m["per_class_sessions"]["reverse_tunnel"]["recall"],
+            **({"live_benign_sessions_flagged": live["per_class_sessions"]["benign"]["flagged"],
+                "live_tunnel_recall": live["per_class_sessions"]["reverse_tunnel"]["recall"]}
+               if live else {})}
+
+
 def run(table: Table, model_dir: Path, folds: int = 5, seed: int = 7,
         proba: np.ndarray | None = None) -> dict[str, Any]:
     """Evaluate the model in model_dir on table; `proba`: out-of-fold scores already computed
     with the same folds and seed (training passes its own)."""
     thresholds = model_thresholds(model_dir)
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    held = meta["params"].get("tunnel_thresholds") == "held" and table.has_evidence
     if proba is None:
         proba = train.out_of_fold(table, folds, seed)
-    report = train.metrics(table, train.decide_all(proba, thresholds, table))
+    report = train.metrics(table, train.decide_all(train.as_given(proba, table) if held else proba,
+                                                   thresholds, table))
     report["evaluation"] = (f"{folds}-fold StratifiedKFold over capture sessions, averaged over "
                             f"{train.MEMBERS} splits seeded from {seed}, "
-                            f"thresholds {thresholds}")
-    loso = leave_one_out(table, thresholds, seed)
+                            f"thresholds {thresholds}" + (train.HELD_NOTE if held else ""))
+    if meta.get("eager_thresholds") is not None:
+        report["eager"] = eager_report(table, proba, meta["eager_thresholds"])
+    loso = leave_one_out(table, thresholds, seed, held)
     report["leave_one_scenario_out"] = loso
     report["plots"] = plots(report, model_dir)
     (model_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-    meta = json.loads((model_dir / "metadata.json").read_text())
     (model_dir / "MODEL.md").write_text(model_card(meta, report, loso))
     return report
 

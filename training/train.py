@@ -521,6 +521,21 @@ def opening_windows(table: Table) -> np.ndarray:
     return (np.array(table.views) == LIVE_VIEW) & opens_connection(table.X)
 
 
+HELD_NOTE = ("; reverse-tunnel verdicts held until their connection shows the evidence, as "
+             "triage and live capture give them")
+
+
+def as_given(proba: np.ndarray, table: Table) -> np.ndarray:
+    """The scores as triage and live capture act on them, tunnel verdicts held: a row's
+    reverse-tunnel score is zero where its connection has not shown the evidence by the row's end
+    (`Table.evidence`). A table without it is returned as it is."""
+    if not table.has_evidence:
+        return proba
+    given = proba.copy()
+    given[~table.evidence, CLASSES.index("reverse_tunnel")] = 0.0
+    return given
+
+
 def choose_all_thresholds(proba: np.ndarray, table: Table, held: bool = True) -> Thresholds:
     """Each kind's thresholds, chosen on the rows it judges; for live, apart for the windows that
     open their connection and for the rest, then together within the session budget (a live
@@ -531,9 +546,8 @@ def choose_all_thresholds(proba: np.ndarray, table: Table, held: bool = True) ->
     suspects but that never does is no false alarm, and a tunnel is found when it does.
     `held=False`: every tunnel score counts, as with `--eager-tunnels`."""
     out: Thresholds = {}
-    if held and table.has_evidence:
-        proba = proba.copy()
-        proba[~table.evidence, CLASSES.index("reverse_tunnel")] = 0.0
+    if held:
+        proba = as_given(proba, table)
     opening = opening_windows(table)
     scenarios = np.array(table.scenarios)
     masks = {"offline": scored_on(table, "offline"), "live": scored_on(table, "live") & ~opening,
@@ -733,10 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = choose_all_thresholds(proba, table)
     # without the evidence, held thresholds are eager ones: one set
     eager = choose_all_thresholds(proba, table, held=False) if table.has_evidence else None
-    report = metrics(table, decide_all(proba, thresholds, table))
+    report = metrics(table, decide_all(as_given(proba, table), thresholds, table))
     report["evaluation"] = (f"{a.folds}-fold StratifiedKFold over capture sessions, averaged over "
                             f"{MEMBERS} splits seeded from {a.seed}; thresholds chosen on the same "
-                            "out-of-fold scores")
+                            "out-of-fold scores" + (HELD_NOTE if table.has_evidence else ""))
     out = a.models / a.version
     out.mkdir(parents=True, exist_ok=True)
     fit_table(table, a.seed, "offline").save_model(str(out / MODEL_FILE))
