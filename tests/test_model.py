@@ -340,7 +340,8 @@ def test_lowest_thresholds_cover_every_booster_and_window_kind(classifier: FlowC
     assert meta.live is not None and meta.live.opening_thresholds is not None
     lowest = meta.lowest_thresholds()
     for c in CLASSES:
-        expected = min(meta.thresholds[c], meta.live.thresholds[c], meta.live.opening_thresholds[c])
+        expected = min(meta.thresholds[c], meta.live.thresholds[c], meta.live.opening_thresholds[c],
+                       *(t[c] for t in (meta.eager_thresholds or {}).values()))
         assert lowest[c] == expected
     live = FlowClassifier.load(classifier.path, live=True, lazy=True).metadata
     assert live.lowest_thresholds() == lowest  # the same whichever booster was loaded
@@ -372,11 +373,15 @@ def test_eager_thresholds_judge_only_when_tunnels_are_eager(model_copy: Path) ->
     assert ModelMetadata.from_dict(whole.to_dict(), model_copy) == whole  # written as read
 
 
-def test_eager_tunnels_change_nothing_on_a_model_with_one_set(classifier: FlowClassifier) -> None:
+def test_eager_tunnels_change_nothing_on_a_model_with_one_set(model_copy: Path) -> None:
+    """Models trained before 2026-11-25 have one set of thresholds, for both ways."""
+    meta = json.loads((model_copy / "metadata.json").read_text())
+    meta.pop("eager_thresholds", None)
+    (model_copy / "metadata.json").write_text(json.dumps(meta))
     for live in (False, True):
-        a = FlowClassifier.load(classifier.path, live=live, lazy=True).metadata
-        b = FlowClassifier.load(classifier.path, live=live, lazy=True, eager_tunnels=True).metadata
-        assert a == b
+        a = FlowClassifier.load(model_copy, live=live, lazy=True).metadata
+        b = FlowClassifier.load(model_copy, live=live, lazy=True, eager_tunnels=True).metadata
+        assert a == b and a.eager_thresholds is None
 
 
 @pytest.mark.parametrize(("eager", "message"), [

@@ -131,6 +131,11 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     # its figures count tunnel verdicts as given (held), and the card gives the eager ones too
     assert train.HELD_NOTE in metrics["evaluation"]
     assert "With `--eager-tunnels` and its own thresholds: corpus" in card
+    from training import evaluate  # the card written again from evaluation.json alone
+
+    (tmp_path / "models" / "test-1" / "MODEL.md").unlink()
+    assert evaluate.main(["--model", str(tmp_path / "models" / "test-1"), "--card-only"]) == 0
+    assert (tmp_path / "models" / "test-1" / "MODEL.md").read_text() == card
     eager = FlowClassifier.load(tmp_path / "models" / "test-1", live=True, eager_tunnels=True)
     assert eager.metadata.thresholds == meta.eager_thresholds["live"]
 

@@ -624,7 +624,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--card-only", action="store_true",
+                    help="only write MODEL.md again, from the model's evaluation.json (after the "
+                         "card's text changed)")
     a = ap.parse_args(argv)
+    if a.card_only:
+        report = json.loads((a.model / "evaluation.json").read_text())
+        meta = json.loads((a.model / "metadata.json").read_text())
+        (a.model / "MODEL.md").write_text(
+            model_card(meta, report, report["leave_one_scenario_out"]))
+        return 0
     report = run(Table.load(a.table), a.model, a.folds, a.seed)
     print(json.dumps({k: report[k] for k in ("per_class_sessions", "corpus_false_positives",
                                               "leave_one_scenario_out")}, indent=1))
