@@ -375,7 +375,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "in 90 % and within 30 s of first use in 99.9 %; 10 of the lab's 2582 benign sessions; "
         "left out of training, the WebSocket tunnel's live windows 0.49. That is a good draw: on "
         "three seeds with one booster per fold, w1-w6 cost mining flagged within 5 s on the "
-        "sessions of the runs before 0.965 -> 0.947 on the mean. Real-world chat protocols "
+        "sessions of the runs before 0.965 -> 0.947 on the mean. 2026.11.25.3 (the runs made "
+        "again, tunnel thresholds held): opening thresholds 0.75 and 0.50, later windows 0.995 "
+        "and 0.82; 97.5 % of mining sessions flagged within 5 s; tunnels, their verdicts held, "
+        "97.2 % within 30 s of first use (eager, with its own thresholds 0.84 and 0.92: 99.5 %); "
+        "12 of the lab's 2582 benign sessions; left out of training, the WebSocket tunnel's live "
+        "windows 0.86. Real-world chat protocols "
         "(XMPP and KakaoTalk in the corpus) score "
         "close to the thresholds: out-of-fold one KakaoTalk flow is flagged offline.",
         "- The real-world corpus weighs half of the benign class in training (train.CORPUS_SHARE; "
@@ -410,7 +415,8 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "0.57): the model knows a reverse shell partly by the sizes of its transport, not only by "
         "which side types. Since 2026.11.24.11 the offline booster learns from copies with bytes "
         "taken away as well as added (train.AUGMENT_OFFSETS): 0.60 whole (on the mean of four "
-        "seeds 0.65, against 0.42 without); 2026.11.24.12: 0.77 whole, 0.60 live.",
+        "seeds 0.65, against 0.42 without); 2026.11.24.12: 0.77 whole, 0.60 live; 2026.11.25.3 "
+        "(tunnel thresholds held: 0.56 offline, 0.82 live): 0.93 and 0.70.",
         "- Out-of-fold figures are one draw: the same method and table with other seeds move them "
         "(2026.11.24.12's data, offline booster, seeds 7, 107, 207 and 307): the mining threshold "
         "0.90-0.94, mining within 20 packets 0.937-0.963 (the sessions of the runs before w1-w6), "
@@ -423,7 +429,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "0.77. The mining threshold is set by the corpus, of whose 5355 offline rows one may be "
         "flagged: two chat flows (KakaoTalk_chat.pcap, jabber.pcap: 20-30 small messages both "
         "ways in one to five "
-        "minutes) score 0.89-0.96 for mining out-of-fold, from seed to seed.",
+        "minutes) score 0.89-0.96 for mining out-of-fold, from seed to seed. 2026.11.25.3 (the "
+        "same 46 runs made again with the same seeds, tunnel thresholds held) drew the high end: "
+        "the two flows score 0.945 and 0.948, so the offline mining threshold is 0.95 (0.90), "
+        "mining within 20 packets 0.899 (0.966; at 0.90 it would be 0.953) and within 10 packets "
+        "0.615 (0.722); left out of training TLS mining 0.84 whole, XMRig 0.92, Bitcoin 0.91, "
+        "Ethereum 0.91, Monero-style 0.95; the cleartext reverse shell 0.93.",
         "- Sizes of the first packets weigh heavily in early verdicts: a TLS stack, certificate or "
         "client that sizes its handshake or login unlike the lab's can be missed in its first "
         "packets and first live window (see leave-one-scenario-out). Whole captures and later "
@@ -537,7 +548,12 @@ def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any
         "flagged with several tasks on one connection, 23 of 24 sessions: the server speaks first "
         "after a silence, as a tunnel's outside end does. Where automation "
         "crosses the monitored link, allowlist the servers it reaches (setting `allowlist`, "
-        "`POST /v1/allowlist`): its verdicts are still stored, but nothing is blocked.",
+        "`POST /v1/allowlist`): its verdicts are still stored, but nothing is blocked. "
+        "2026.11.25.3 on the 14 held-out runs (held/a1-a6, b1-b4, c1-c4; 532 benign sessions), "
+        "tunnel verdicts held: 33 benign sessions flagged, all slow tasks on one connection "
+        "(2026.11.24.12: 32), tunnels 185 of 196 offline and 186 live (the same), mining 83 and "
+        "84 of 84 (the same); eager, with its own thresholds: multi-command automation 55 of 85 "
+        "offline and 81 live (56 and 81), other benign sessions none of 308 (none).",
         "- A reverse tunnel that is never used and sends no keepalives is a quiet SSH/TLS session: "
         "with tunnel verdicts held it is not flagged (11 of 413 tunnel sessions of the 21 runs), "
         "nor is a tunnel whose only use begins within 2 s of a keepalive (2).",
@@ -560,8 +576,14 @@ def _eager_metrics(report: dict[str, Any]) -> list[str]:
             f"{e['tunnel_recall']}"
             + (f"; live, benign sessions flagged {e['live_benign_sessions_flagged']}, tunnel "
                f"session recall {e['live_tunnel_recall']}" if "live_tunnel_recall" in e else "")
+            + _within(e.get("live_tunnel_time_to_detect"))
             + ".")
     return lines
+
+
+def _within(ttd: dict[str, Any] | None, seconds: str = "30") -> str:
+    use = (ttd or {}).get("since_first_use", {}).get("within_s", {}).get(seconds)
+    return "" if use is None else f", within {seconds} s of first use {use}"
 
 
 def _eager_line(meta: dict[str, Any]) -> str:
@@ -590,7 +612,8 @@ def eager_report(table: Table, proba: np.ndarray, eager: train.Thresholds) -> di
             "benign_sessions_flagged": m["per_class_sessions"]["benign"]["flagged"],
             "tunnel_recall": m["per_class_sessions"]["reverse_tunnel"]["recall"],
             **({"live_benign_sessions_flagged": live["per_class_sessions"]["benign"]["flagged"],
-                "live_tunnel_recall": live["per_class_sessions"]["reverse_tunnel"]["recall"]}
+                "live_tunnel_recall": live["per_class_sessions"]["reverse_tunnel"]["recall"],
+                "live_tunnel_time_to_detect": live["time_to_detect"]["reverse_tunnel"]}
                if live else {})}
 
 

@@ -318,5 +318,7 @@ run w6 push 40 5 0 1500 - 236 --slow-miner-share 0.5 & wait
 # 0.91 / 0.87, TLS shell 0.98 / 0.92 -> 1.0 / 0.98, plain shell 0.77 / 0.43 -> 0.93 / 0.70,
 # WebSocket 1.0 / 0.70 -> 1.0 / 0.86, SSH in TLS live 0.98 -> 1.0, the rest 1.0 both; on the 14
 # held runs, with the hold, as 2026.11.24.12 but one slow task more (33 of 532 benign sessions).
+# Shipped as 2026.11.25.3 (the same boosters and thresholds, with an eager set 0.84 / 0.92 / 0.84
+# and the evaluation as given): training/train.py --table training/data/table-2026-11-25.npz.
 # run held/c3 automation 40 5 0 1500 - 251 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 &
 # run held/c4 automation 15 3 0.2 1500 - 252 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 & wait
