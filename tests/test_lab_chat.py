@@ -42,7 +42,8 @@ def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str],
     port, domain = free_port(), "chat.example.net"
     config = tmp_path / "prosody.cfg.lua"
     config.write_text(prosody_config(tmp_path, "127.0.0.1", port, domain,
-                                     (Path(cert[0]), Path(cert[1])) if tls else None, tls12))
+                                     (Path(cert[0]), Path(cert[1])) if tls else None, tls12,
+                                     queries=True))
     for user in ("me", "peer"):
         register(config, f"{user}@{domain}", "secret")
     server = subprocess.Popen(["prosody", "--config", str(config)], stdout=subprocess.DEVNULL,
@@ -60,7 +61,7 @@ def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str],
         peer = client("peer", "me", "--replies", "--mean-gap", "1000", "--duration", "14", "--seed", "2")
         time.sleep(1)
         me = client("me", "peer", "--bind", "127.0.0.1", "--mean-gap", "1", "--duration", "8",
-                    "--seed", "1")
+                    "--seed", "1", "--queries", "1")
         out_me, out_peer = me.communicate(timeout=60)[0], peer.communicate(timeout=60)[0]
     finally:
         server.terminate()
@@ -70,6 +71,9 @@ def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str],
     sent, _ = map(int, stats[0].groups())  # type: ignore[union-attr]
     _, got = map(int, stats[1].groups())  # type: ignore[union-attr]
     assert sent >= 1 and got == sent, (out_me, out_peer)
+    # every query (chat.QUERIES: pings, features, vCards) was answered, with a result or an error
+    asked, answered = map(int, re.search(r"asked=(\d+) answered=(\d+)", out_me).groups())  # type: ignore[union-attr]
+    assert asked >= 3 and answered == asked, out_me
     log = (tmp_path / "prosody.log").read_text()
     assert log.count("Authenticated as") == 2
     assert ("Stream encrypted" in log) == tls

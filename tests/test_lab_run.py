@@ -146,6 +146,28 @@ def test_slow_task_share_marks_automation_of_either_client_only() -> None:
     assert [s.params for s in untouched] == [s.params for s in plain]
 
 
+def test_chat_query_share_marks_chats_only_and_share_0_changes_nothing() -> None:
+    import random
+
+    from training.lab.scenarios import chat
+
+    def sessions() -> list:
+        return run.plan("messaging", random.Random(4), 600.0, "t")
+
+    plain, marked = sessions(), sessions()
+    run.query_chats(marked, 1.0, seed=4)
+    chats = 0
+    for before, after in zip(plain, marked, strict=True):
+        if after.body is chat:
+            assert 20 <= after.params.pop("queries_s") <= 150
+            chats += 1
+        assert after.params == before.params
+    assert chats == 20
+    untouched = sessions()
+    run.query_chats(untouched, 0.0, seed=4)
+    assert [s.params for s in untouched] == [s.params for s in plain]
+
+
 def test_pool_accounts_read_each_sessions_last_pool_stats_line(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -9,6 +9,13 @@ messages both ways minutes or seconds apart, presence updates, and keepalives (X
 whitespace). The inside client talks to the outside server; its peer sits beside the server, so
 only the inside connection crosses the router. `prosody_config` writes the server's configuration
 and `register` its accounts (prosodyctl).
+
+With `--queries S` the client also asks the server something every S seconds or so, as desktop
+clients do (Pidgin in the corpus's jabber.pcap, 28-120 s apart): a ping to the server or to its own
+connection (which the server hands back, and the client answers), the server's features, version
+or time, the peer's vCard, nickname or last activity, its own roster or bookmarks (`QUERIES`). Each
+is a request answered at once, the answer usually the larger (the server adds addresses, or sends
+a list or an error): the exchange a share submission resembles, with the client speaking first.
 """
 
 from __future__ import annotations
@@ -26,13 +33,36 @@ import time
 from pathlib import Path
 
 import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import ET
+
+QUERIES = (
+    # (whom, payload): "server" the domain, "peer" the peer's bare JID, "own" this connection's full
+    # JID (the server hands it back), "account" no `to` (the account's own storage)
+    ("server", "<ping xmlns='urn:xmpp:ping'/>"),
+    ("own", "<ping xmlns='urn:xmpp:ping'/>"),
+    ("server", "<query xmlns='http://jabber.org/protocol/disco#info'/>"),
+    ("server", "<query xmlns='http://jabber.org/protocol/disco#items'/>"),
+    ("server", "<query xmlns='jabber:iq:version'/>"),
+    ("server", "<time xmlns='urn:xmpp:time'/>"),
+    ("peer", "<vCard xmlns='vcard-temp'/>"),
+    ("peer", "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+             "<items node='http://jabber.org/protocol/nick' max_items='1'/></pubsub>"),
+    ("peer", "<query xmlns='jabber:iq:last'/>"),
+    ("account", "<query xmlns='jabber:iq:roster'/>"),
+    ("account", "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>"),
+)
+"""What `--queries` asks, one drawn at a time (module docstring)."""
+QUERY_MODULES = ("version", "time", "uptime", "lastactivity", "pep")
+"""prosody modules that answer QUERIES (prosody_config's `queries`)."""
 
 
 def prosody_config(workdir: Path, listen: str, port: int, domain: str,
-                   tls: tuple[Path, Path] | None, tls12: bool = False) -> str:
+                   tls: tuple[Path, Path] | None, tls12: bool = False, queries: bool = False) -> str:
     """prosody's configuration: client connections on `listen`:`port` for `domain`, STARTTLS
-    required with the certificate and key `tls` (TLS 1.2 only with `tls12`), or none offered.
-    No server-to-server links. Makes the data and certificate directories it names in `workdir`."""
+    required with the certificate and key `tls` (TLS 1.2 only with `tls12`), or none offered;
+    with `queries`, the modules that answer a client's QUERIES too. No server-to-server links.
+    Makes the data and certificate directories it names in `workdir`."""
     certs = workdir / "certs"
     certs.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(parents=True, exist_ok=True)
@@ -41,7 +71,7 @@ def prosody_config(workdir: Path, listen: str, port: int, domain: str,
         f'data_path = "{workdir}/data"', f'certificates = "{certs}"',
         f'log = {{ info = "{workdir}/prosody.log"; error = "{workdir}/prosody.err" }}',
         'modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "private"; '
-        '"vcard"; "carbons" }',
+        '"vcard"; "carbons"' + "".join(f'; "{m}"' for m in QUERY_MODULES if queries) + ' }',
         'modules_disabled = { "s2s" }', f"c2s_ports = {{ {port} }}", f'c2s_interfaces = {{ "{listen}" }}',
         "s2s_ports = { }", 'authentication = "internal_hashed"',
         f"c2s_require_encryption = {'true' if tls else 'false'}",
@@ -71,15 +101,17 @@ def _words(rng: random.Random, n: int) -> str:
 class Chatter(slixmpp.ClientXMPP):
     """A person at a chat client: presence, then messages to `peer` now and then (a burst of a
     few lines, or one), a status change now and then, answers to what the peer says when `replies`.
+    With `queries_s`, a query (QUERIES) every `queries_s` seconds or so.
     `run_client` adds keepalive pings."""
 
     def __init__(self, jid: str, password: str, peer: str, rng: random.Random, end: float,
-                 mean_gap_s: float, replies: bool) -> None:
+                 mean_gap_s: float, replies: bool, queries_s: float | None = None) -> None:
         # without STARTTLS (a server that offers none), SCRAM or PLAIN in the clear, as old clients
         super().__init__(jid, password, plugin_config={"feature_mechanisms": {
             "unencrypted_scram": True, "unencrypted_plain": True}})
         self.peer, self.rng, self.end, self.mean_gap_s, self.replies = peer, rng, end, mean_gap_s, replies
-        self.sent = self.received_count = 0
+        self.queries_s = queries_s
+        self.sent = self.received_count = self.asked = self.answered = 0
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("message", self.received)
 
@@ -87,6 +119,8 @@ class Chatter(slixmpp.ClientXMPP):
         self.send_presence()
         await self.get_roster()
         asyncio.ensure_future(self.talk())
+        if self.queries_s:
+            asyncio.ensure_future(self.ask())
 
     async def talk(self) -> None:
         while time.monotonic() < self.end:
@@ -104,6 +138,31 @@ class Chatter(slixmpp.ClientXMPP):
                 self.sent += 1
                 await asyncio.sleep(self.rng.uniform(0.5, 6))
         self.disconnect()
+
+    async def ask(self) -> None:
+        """A query (QUERIES) every `queries_s` seconds, give or take half, until the end; an error
+        answer (no vCard, no nickname published) counts as answered: it is one too."""
+        assert self.queries_s
+        while True:
+            await asyncio.sleep(self.queries_s * self.rng.uniform(0.5, 1.5))
+            if time.monotonic() >= self.end:
+                return
+            whom, payload = self.rng.choice(QUERIES)
+            iq = self.Iq()
+            iq["type"] = "get"
+            to = {"server": self.boundjid.domain, "peer": slixmpp.JID(self.peer).bare,
+                  "own": self.boundjid.full}.get(whom)
+            if to:
+                iq["to"] = to
+            iq.append(ET.fromstring(payload))
+            self.asked += 1
+            try:
+                await iq.send(timeout=15)
+                self.answered += 1
+            except IqError:
+                self.answered += 1
+            except IqTimeout:
+                pass
 
     def received(self, msg: slixmpp.Message) -> None:
         if msg["type"] in ("chat", "normal") and msg["body"]:
@@ -123,7 +182,8 @@ def run_client(a: argparse.Namespace) -> int:
     if a.bind:  # the session's own inside address (slixmpp has no option for it)
         loop.create_connection = functools.partial(loop.create_connection,  # type: ignore[method-assign]
                                                    local_addr=(a.bind, 0))
-    xmpp = Chatter(a.jid, a.password, a.peer, rng, time.monotonic() + a.duration, a.mean_gap, a.replies)
+    xmpp = Chatter(a.jid, a.password, a.peer, rng, time.monotonic() + a.duration, a.mean_gap, a.replies,
+                   a.queries)
     xmpp.enable_direct_tls = False  # STARTTLS on the one connection (no XEP-0368 attempt first)
     xmpp.register_plugin("xep_0030")
     xmpp.register_plugin("xep_0199", {"keepalive": True, "interval": a.ping, "timeout": 30})
@@ -133,7 +193,8 @@ def run_client(a: argparse.Namespace) -> int:
     xmpp.ssl_context = ctx
     xmpp.connect(host, int(port))
     loop.run_until_complete(xmpp.disconnected)
-    print(f"chat STATS sent={xmpp.sent} received={xmpp.received_count}", flush=True)
+    print(f"chat STATS sent={xmpp.sent} received={xmpp.received_count} asked={xmpp.asked} "
+          f"answered={xmpp.answered}", flush=True)
     return 0
 
 
@@ -150,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--mean-gap", type=float, default=60.0, help="mean seconds between messages")
     c.add_argument("--ping", type=float, default=60.0, help="seconds between keepalive pings")
     c.add_argument("--replies", action="store_true", help="answer the peer's messages")
+    c.add_argument("--queries", type=float, default=None,
+                   help="mean seconds between queries to the server (pings, features, vCards)")
     c.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -379,6 +379,15 @@ def multiplex_ssh(sessions: list[Session], share: float, seed: int) -> None:
           lambda rng: rng.choice((30, 60, 120, 300)), seed)
 
 
+def query_chats(sessions: list[Session], share: float, seed: int) -> None:
+    """About `share` of the chat sessions have their client ask the server something (a ping, its
+    features, the peer's vCard: chat.QUERIES) every ``queries_s`` seconds on average (20-150,
+    drawn per session), as desktop clients do: a request answered at once, the client speaking
+    first, as a miner submitting a share does. Its own random stream: share 0 changes nothing."""
+    _mark(sessions, share, "--chat-query-share", lambda s: s.body is chat, "queries_s",
+          lambda rng: round(rng.uniform(20, 150)), seed)
+
+
 def slow_tasks(sessions: list[Session], share: float, seed: int) -> None:
     """About `share` of the automation sessions (either client) run tasks that work seconds before
     they answer (``tasks: "slow"``, pyssh.SLOW_TASKS), as configuration management does: the
@@ -450,7 +459,8 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
             mtu: int = 1500, tls12_share: float = 0.0, go_tls_share: float = 0.0,
             xmrig_share: float = 0.0, vardiff_share: float = 0.0,
             slow_miner_share: float = 0.0, asyncssh_share: float = 0.0,
-            ssh_mux_share: float = 0.0, slow_task_share: float = 0.0) -> dict[str, object]:
+            ssh_mux_share: float = 0.0, slow_task_share: float = 0.0,
+            chat_query_share: float = 0.0) -> dict[str, object]:
     why = need_root()
     if why:
         raise LabError(why)
@@ -470,6 +480,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
     tunnel_asyncssh(sessions, asyncssh_share, seed)
     multiplex_ssh(sessions, ssh_mux_share, seed)
     slow_tasks(sessions, slow_task_share, seed)
+    query_chats(sessions, chat_query_share, seed)
     lab = Lab(topo, rng, duration)
     if any(s.params.get("miner") == "xmrig" for s in sessions):
         if not xmrig.available():
@@ -511,6 +522,7 @@ def run_lab(out: Path, kind: str, duration: float, delay: float, jitter: float, 
         "asyncssh_share": asyncssh_share,
         "ssh_mux_share": ssh_mux_share,
         "slow_task_share": slow_task_share,
+        "chat_query_share": chat_query_share,
         "host_load": load,
         **({"workdir": str(work)} if keep_workdir else {}),
         "sessions": [s.describe() | ({"pool": pools[s.id]} if s.id in pools else {})
@@ -558,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-task-share", type=float, default=0.0,
                     help="share (0-1) of the automation sessions whose tasks work seconds before "
                          "they answer")
+    ap.add_argument("--chat-query-share", type=float, default=0.0,
+                    help="share (0-1) of the chat sessions whose client queries the server "
+                         "every 20-150 s (pings, features, vCards)")
     a = ap.parse_args(argv)
     # stopped with SIGTERM (kill, a job runner, a timeout) as with Ctrl-C: run_lab's `finally` takes
     # the namespaces, their processes and the XMRig cgroup down instead of leaving them behind
@@ -566,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = run_lab(a.out, a.plan, a.duration, a.delay, a.jitter, a.loss, a.seed, a.net, a.rate,
                          a.keep_workdir, a.mtu, a.tls12_share, a.go_tls_share, a.xmrig_share,
                          a.vardiff_share, a.slow_miner_share, a.asyncssh_share, a.ssh_mux_share,
-                         a.slow_task_share)
+                         a.slow_task_share, a.chat_query_share)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -505,7 +505,9 @@ def tls_preconnect(lab: Lab, s: Session) -> None:
 def chat(lab: Lab, s: Session) -> None:
     """XMPP chat (training/lab/chat.py): prosody outside, a slixmpp client on the inside host that
     chats with a peer beside the server (only the inside connection crosses the router): a login,
-    presence, messages seconds to minutes apart, keepalive pings. tls: STARTTLS or none."""
+    presence, messages seconds to minutes apart, keepalive pings; with ``queries_s``
+    (run --chat-query-share), the client's queries to the server that many seconds apart on
+    average (chat.QUERIES). tls: STARTTLS or none."""
     from training.lab.chat import prosody_config, register
 
     client, server = lab.hosts()
@@ -517,7 +519,7 @@ def chat(lab: Lab, s: Session) -> None:
     domain = f"{s.id.replace('-', '')}.example.net"
     config = work / "prosody.cfg.lua"
     config.write_text(prosody_config(work, server, port, domain, lab.cert(s) if p["tls"] else None,
-                                     tls12(s)))
+                                     tls12(s), queries="queries_s" in p))
     password = f"pw-{p['seed']}"
     for user in ("me", "peer"):
         register(config, f"{user}@{domain}", password)
@@ -533,7 +535,9 @@ def chat(lab: Lab, s: Session) -> None:
     time.sleep(1)
     lab.topo.spawn("in", py("training.lab.chat", "client", "--jid", f"me@{domain}", "--peer",
                             f"peer@{domain}", "--bind", client, "--mean-gap", p["gap_s"],
-                            "--seed", p["seed"], *common), f"{s.id}-client")
+                            "--seed", p["seed"], *common,
+                            *(["--queries", p["queries_s"]] if "queries_s" in p else [])),
+                   f"{s.id}-client")
 
 
 def app_pair(lab: Lab, s: Session) -> None:
