@@ -71,9 +71,12 @@ def test_two_clients_chat_through_prosody(tmp_path: Path, cert: tuple[str, str],
     sent, _ = map(int, stats[0].groups())  # type: ignore[union-attr]
     _, got = map(int, stats[1].groups())  # type: ignore[union-attr]
     assert sent >= 1 and got == sent, (out_me, out_peer)
-    # every query (chat.QUERIES: pings, features, vCards) was answered, with a result or an error
+    # every query (chat.QUERIES: pings, features, vCards, a room's) was answered, with a result or an error
     asked, answered = map(int, re.search(r"asked=(\d+) answered=(\d+)", out_me).groups())  # type: ignore[union-attr]
     assert asked >= 3 and answered == asked, out_me
+    # ... and it joined a group chat room first, which answered with presence
+    joined, room = map(int, re.search(r"joined=(\d+) room=(\d+)", out_me).groups())  # type: ignore[union-attr]
+    assert joined >= 1 and room >= joined, out_me
     log = (tmp_path / "prosody.log").read_text()
     assert log.count("Authenticated as") == 2
     assert ("Stream encrypted" in log) == tls

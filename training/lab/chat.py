@@ -13,9 +13,12 @@ and `register` its accounts (prosodyctl).
 With `--queries S` the client also asks the server something every S seconds or so, as desktop
 clients do (Pidgin in the corpus's jabber.pcap, 28-120 s apart): a ping to the server or to its own
 connection (which the server hands back, and the client answers), the server's features, version
-or time, the peer's vCard, nickname or last activity, its own roster or bookmarks (`QUERIES`). Each
-is a request answered at once, the answer usually the larger (the server adds addresses, or sends
-a list or an error): the exchange a share submission resembles, with the client speaking first.
+or time, the peer's vCard, nickname or last activity, its own roster or bookmarks, a group chat
+room's features (`QUERIES`). Each is a request answered at once, the answer usually the larger
+(the server adds addresses, or sends a list or an error): the exchange a share submission
+resembles, with the client speaking first. It joins a group chat room (prosody's MUC component) as
+its first query and now and then again, as a client's status change does: a presence answered
+by the room's presences and its subject.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from slixmpp.xmlstream import ET
 
 QUERIES = (
     # (whom, payload): "server" the domain, "peer" the peer's bare JID, "own" this connection's full
-    # JID (the server hands it back), "account" no `to` (the account's own storage)
+    # JID (the server hands it back), "account" no `to` (the account's own storage), "room" the
+    # group chat room (`room_jid`)
     ("server", "<ping xmlns='urn:xmpp:ping'/>"),
     ("own", "<ping xmlns='urn:xmpp:ping'/>"),
     ("server", "<query xmlns='http://jabber.org/protocol/disco#info'/>"),
@@ -51,10 +55,19 @@ QUERIES = (
     ("peer", "<query xmlns='jabber:iq:last'/>"),
     ("account", "<query xmlns='jabber:iq:roster'/>"),
     ("account", "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>"),
+    ("room", "<query xmlns='http://jabber.org/protocol/disco#info'/>"),
+    ("room", "<query xmlns='http://jabber.org/protocol/disco#items'/>"),
 )
 """What `--queries` asks, one drawn at a time (module docstring)."""
 QUERY_MODULES = ("version", "time", "uptime", "lastactivity", "pep")
-"""prosody modules that answer QUERIES (prosody_config's `queries`)."""
+"""prosody modules that answer QUERIES (prosody_config's `queries`), and a MUC component."""
+REJOIN = 0.1
+"""Chance that a query is a presence to the room instead (`--queries`)."""
+
+
+def room_jid(domain: str) -> str:
+    """The group chat room `--queries` joins, on prosody_config's MUC component for `domain`."""
+    return f"lobby@conference.{domain}"
 
 
 def prosody_config(workdir: Path, listen: str, port: int, domain: str,
@@ -83,6 +96,8 @@ def prosody_config(workdir: Path, listen: str, port: int, domain: str,
         lines.append(f'  ssl = {{ certificate = "{tls[0]}"; key = "{tls[1]}"{version} }}')
     else:
         lines.append("  modules_disabled = { \"tls\" }")
+    if queries:
+        lines.append(f'Component "{room_jid(domain).split("@")[1]}" "muc"')
     return "\n".join(lines) + "\n"
 
 
@@ -111,9 +126,10 @@ class Chatter(slixmpp.ClientXMPP):
             "unencrypted_scram": True, "unencrypted_plain": True}})
         self.peer, self.rng, self.end, self.mean_gap_s, self.replies = peer, rng, end, mean_gap_s, replies
         self.queries_s = queries_s
-        self.sent = self.received_count = self.asked = self.answered = 0
+        self.sent = self.received_count = self.asked = self.answered = self.joined = self.room = 0
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("message", self.received)
+        self.add_event_handler("presence", self.presence_in)
 
     async def start(self, event: object) -> None:
         self.send_presence()
@@ -147,11 +163,18 @@ class Chatter(slixmpp.ClientXMPP):
             await asyncio.sleep(self.queries_s * self.rng.uniform(0.5, 1.5))
             if time.monotonic() >= self.end:
                 return
+            room = room_jid(self.boundjid.domain)
+            if not self.joined or self.rng.random() < REJOIN:
+                join = self.make_presence(pto=f"{room}/{self.boundjid.user}")
+                join.append(ET.fromstring("<x xmlns='http://jabber.org/protocol/muc'/>"))
+                join.send()
+                self.joined += 1
+                continue
             whom, payload = self.rng.choice(QUERIES)
             iq = self.Iq()
             iq["type"] = "get"
             to = {"server": self.boundjid.domain, "peer": slixmpp.JID(self.peer).bare,
-                  "own": self.boundjid.full}.get(whom)
+                  "own": self.boundjid.full, "room": room}.get(whom)
             if to:
                 iq["to"] = to
             iq.append(ET.fromstring(payload))
@@ -163,6 +186,10 @@ class Chatter(slixmpp.ClientXMPP):
                 self.answered += 1
             except IqTimeout:
                 pass
+
+    def presence_in(self, pres: slixmpp.Presence) -> None:
+        if self.joined and pres["from"].bare == room_jid(self.boundjid.domain):
+            self.room += 1
 
     def received(self, msg: slixmpp.Message) -> None:
         if msg["type"] in ("chat", "normal") and msg["body"]:
@@ -194,7 +221,7 @@ def run_client(a: argparse.Namespace) -> int:
     xmpp.connect(host, int(port))
     loop.run_until_complete(xmpp.disconnected)
     print(f"chat STATS sent={xmpp.sent} received={xmpp.received_count} asked={xmpp.asked} "
-          f"answered={xmpp.answered}", flush=True)
+          f"answered={xmpp.answered} joined={xmpp.joined} room={xmpp.room}", flush=True)
     return 0
 
 
