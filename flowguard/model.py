@@ -353,9 +353,11 @@ class FlowClassifier:
                            offline_thresholds=meta.thresholds)
         if eager_tunnels and meta.eager_thresholds is not None:
             eager = meta.eager_thresholds
-            meta = replace(meta, thresholds=eager.get("live" if live else "offline", meta.thresholds),
-                           opening_thresholds=eager.get("opening", meta.opening_thresholds)
-                           if live else meta.opening_thresholds)
+            if live:
+                meta = replace(meta, thresholds=eager.get("live", meta.thresholds),
+                               opening_thresholds=eager.get("opening", meta.opening_thresholds))
+            else:
+                meta = replace(meta, thresholds=eager.get("offline", meta.thresholds))
         # read once: the bytes checked are the bytes parsed
         data = model_path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()

@@ -648,12 +648,16 @@ def run(table: Table, model_dir: Path, folds: int = 5, seed: int = 7,
                             f"thresholds {thresholds}" + (train.HELD_NOTE if held else ""))
     if meta.get("eager_thresholds") is not None:
         report["eager"] = eager_report(table, proba, meta["eager_thresholds"])
-    loso = leave_one_out(table, thresholds, seed, held)
-    report["leave_one_scenario_out"] = loso
+    report["leave_one_scenario_out"] = leave_one_out(table, thresholds, seed, held)
     report["plots"] = plots(report, model_dir)
     (model_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (model_dir / "MODEL.md").write_text(model_card(meta, report, loso))
+    write_card(model_dir, meta, report)
     return report
+
+
+def write_card(model_dir: Path, meta: dict[str, Any], report: dict[str, Any]) -> None:
+    """MODEL.md from the model's metadata and its evaluation report."""
+    (model_dir / "MODEL.md").write_text(model_card(meta, report, report["leave_one_scenario_out"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -667,10 +671,8 @@ def main(argv: list[str] | None = None) -> int:
                          "card's text changed)")
     a = ap.parse_args(argv)
     if a.card_only:
-        report = json.loads((a.model / "evaluation.json").read_text())
-        meta = json.loads((a.model / "metadata.json").read_text())
-        (a.model / "MODEL.md").write_text(
-            model_card(meta, report, report["leave_one_scenario_out"]))
+        write_card(a.model, json.loads((a.model / "metadata.json").read_text()),
+                   json.loads((a.model / "evaluation.json").read_text()))
         return 0
     report = run(Table.load(a.table), a.model, a.folds, a.seed)
     print(json.dumps({k: report[k] for k in ("per_class_sessions", "corpus_false_positives",

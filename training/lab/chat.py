@@ -65,9 +65,14 @@ REJOIN = 0.1
 """Chance that a query is a presence to the room instead (`--queries`)."""
 
 
+def muc_host(domain: str) -> str:
+    """The host of prosody_config's MUC component for `domain`."""
+    return f"conference.{domain}"
+
+
 def room_jid(domain: str) -> str:
-    """The group chat room `--queries` joins, on prosody_config's MUC component for `domain`."""
-    return f"lobby@conference.{domain}"
+    """The group chat room `--queries` joins."""
+    return f"lobby@{muc_host(domain)}"
 
 
 def prosody_config(workdir: Path, listen: str, port: int, domain: str,
@@ -79,12 +84,13 @@ def prosody_config(workdir: Path, listen: str, port: int, domain: str,
     certs = workdir / "certs"
     certs.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(parents=True, exist_ok=True)
+    modules = ["roster", "saslauth", "tls", "disco", "ping", "presence", "private", "vcard", "carbons",
+               *(QUERY_MODULES if queries else ())]
     lines = [
         "run_as_root = true", "daemonize = false", f'pidfile = "{workdir}/prosody.pid"',
         f'data_path = "{workdir}/data"', f'certificates = "{certs}"',
         f'log = {{ info = "{workdir}/prosody.log"; error = "{workdir}/prosody.err" }}',
-        'modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "private"; '
-        '"vcard"; "carbons"' + "".join(f'; "{m}"' for m in QUERY_MODULES if queries) + ' }',
+        "modules_enabled = { " + "; ".join(f'"{m}"' for m in modules) + " }",
         'modules_disabled = { "s2s" }', f"c2s_ports = {{ {port} }}", f'c2s_interfaces = {{ "{listen}" }}',
         "s2s_ports = { }", 'authentication = "internal_hashed"',
         f"c2s_require_encryption = {'true' if tls else 'false'}",
@@ -97,7 +103,7 @@ def prosody_config(workdir: Path, listen: str, port: int, domain: str,
     else:
         lines.append("  modules_disabled = { \"tls\" }")
     if queries:
-        lines.append(f'Component "{room_jid(domain).split("@")[1]}" "muc"')
+        lines.append(f'Component "{muc_host(domain)}" "muc"')
     return "\n".join(lines) + "\n"
 
 
@@ -181,11 +187,11 @@ class Chatter(slixmpp.ClientXMPP):
             self.asked += 1
             try:
                 await iq.send(timeout=15)
-                self.answered += 1
-            except IqError:
-                self.answered += 1
             except IqTimeout:
-                pass
+                continue
+            except IqError:
+                pass  # an error is an answer too
+            self.answered += 1
 
     def presence_in(self, pres: slixmpp.Presence) -> None:
         if self.joined and pres["from"].bare == room_jid(self.boundjid.domain):
