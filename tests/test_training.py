@@ -92,6 +92,23 @@ def test_thresholds_keep_corpus_clean() -> None:
     assert t["reverse_tunnel"] == 0.5
 
 
+def test_median_thresholds_take_each_thresholds_middle_draw() -> None:
+    def drawn(mining: float, tunnel: float, live: float) -> train.Thresholds:
+        return {"offline": {"benign": 0.0, "stratum_mining": mining, "reverse_tunnel": tunnel},
+                "live": {"benign": 0.0, "stratum_mining": live, "reverse_tunnel": 0.9}}
+
+    three = [drawn(0.95, 0.6, 0.99), drawn(0.91, 0.8, 0.995), drawn(0.93, 0.5, 0.999)]
+    assert train.median_thresholds(three) == drawn(0.93, 0.6, 0.995)  # each on its own
+    # of an even number, the higher middle: always a threshold some draw chose
+    assert train.median_thresholds(three[:2]) == drawn(0.95, 0.8, 0.995)
+    assert train.median_thresholds(three[:1]) == three[0]
+
+
+def test_train_refuses_no_draws(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train.main(["--runs", str(tmp_path), "--draws", "0"]) == 2
+    assert "--draws must be 1 or more" in capsys.readouterr().err
+
+
 def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> None:
     runs_dir = runs[0].parent
     rc = train.main(["--runs", str(runs_dir), "--corpus", str(tmp_path / "none"), "--models",
@@ -111,6 +128,13 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     metrics = json.loads((tmp_path / "models" / "test-1" / "metrics.json").read_text())
     assert "StratifiedKFold over capture sessions" in metrics["evaluation"]
     assert set(metrics["per_class_sessions"]) == set(CLASSES)
+    # the thresholds are the median of the out-of-fold draws', every draw's recorded
+    draws = metrics["draws"]
+    assert meta.params["threshold_draws"] == train.THRESHOLD_DRAWS == len(draws)
+    assert [d["seed"] for d in draws] == [7 + train.DRAW_SEED_STEP * d for d in range(len(draws))]
+    assert train.median_thresholds([d["thresholds"] for d in draws])["offline"] == meta.thresholds
+    assert all(d["mining_within_20_packets"] is not None and "live_mining_within_5_s" in d
+               for d in draws)
     live = FlowClassifier.load(tmp_path / "models" / "test-1", live=True)  # the second booster
     assert live.metadata.capture.idle_timeout < meta.capture.idle_timeout
     assert live.metadata.capture == live_options(meta.capture)  # the windows it learned from
@@ -131,6 +155,7 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     # its figures count tunnel verdicts as given (held), and the card gives the eager ones too
     assert train.HELD_NOTE in metrics["evaluation"]
     assert "With `--eager-tunnels` and its own thresholds: corpus" in card
+    assert "## Out-of-fold draws" in card and f"| {draws[-1]['seed']} | " in card
     from training import evaluate  # the card written again from evaluation.json alone
 
     (tmp_path / "models" / "test-1" / "MODEL.md").unlink()
