@@ -298,6 +298,32 @@ def test_tunnel_thresholds_count_only_verdicts_that_would_be_given() -> None:
     assert live_threshold(np.array([False] + [True] * n), held=False) > 0.95
 
 
+def test_offline_thresholds_keep_whole_benign_sessions_within_budget() -> None:
+    """Ten of 200 benign sessions have a flow that scores 0.7 as a tunnel (one of them 0.8):
+    within the row budget (ten of their 2000 flows), but on whole captures ten sessions, over
+    the session budget (one in 200); the threshold must pass 0.7, and need not pass 0.8."""
+    n = 200
+    rows = 10 * n + 1
+    X = np.zeros((rows, len(FEATURES)), dtype=np.float32)
+    X[:, FEATURES.index("packets")] = 10
+    proba = np.tile([0.95, 0.0, 0.05], (rows, 1))
+    proba[0 : 100 : 10] = [0.3, 0.0, 0.7]
+    proba[0] = [0.2, 0.0, 0.8]
+    proba[-1] = [0.02, 0.0, 0.98]  # the tunnel
+    y = np.array([0] * (10 * n) + [2], dtype=np.int32)
+    groups = [f"benign-{i // 10}" for i in range(10 * n)] + ["tunnel"]
+    assert train.choose_thresholds(proba, y, ["lab"] * rows)["reverse_tunnel"] <= 0.7
+
+    def offline(view: str) -> float:
+        table = Table(X, y, groups, ["lab"] * rows, ["run"] * rows, np.full(rows, 10),
+                      [view] * rows, np.zeros(rows, dtype=np.int32), {}, np.full(rows, 10.0),
+                      np.ones(rows, dtype=bool))
+        return train.choose_all_thresholds(proba, table)["offline"]["reverse_tunnel"]
+
+    assert 0.7 < offline(train.OFFLINE_SESSION_VIEW) <= 0.8
+    assert offline("cut60") <= 0.7  # an early cut: the row budgets alone
+
+
 def test_scores_as_given_hold_only_tunnel_scores_without_evidence() -> None:
     n = 3
     X = np.zeros((n, len(FEATURES)), dtype=np.float32)

@@ -337,6 +337,7 @@ run q3 messaging 2 0.5 0 1500 - 255 --chat-query-share 0.8 & wait
 # and the evaluation as given): training/train.py --table training/data/table-2026-11-25.npz.
 # 2026.11.25.4 adds q1-q3 (above): training/train.py --table training/data/table-2026-11-25q.npz.
 # 2026.11.25.5: the same command and table, thresholds the median of three out-of-fold draws
-# (train.THRESHOLD_DRAWS); its boosters are 2026.11.25.4's byte for byte.
+# (train.THRESHOLD_DRAWS); its boosters are 2026.11.25.4's byte for byte. 2026.11.25.6: the same,
+# offline thresholds also within the session budget on whole captures (train.OFFLINE_SESSION_VIEW).
 # run held/c3 automation 40 5 0 1500 - 251 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 &
 # run held/c4 automation 15 3 0.2 1500 - 252 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 & wait
