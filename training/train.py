@@ -437,13 +437,12 @@ def median_thresholds(drawn: list[Thresholds]) -> Thresholds:
             for kind in drawn[0]}
 
 
-def draw_summary(table: Table, probas: list[np.ndarray], drawn: list[Thresholds],
-                 thresholds: Thresholds, seed: int) -> list[dict[str, Any]]:
-    """Per draw: its seed, the thresholds it alone would have chosen, and what the shipped
-    `thresholds` give on its scores (verdicts as given: `as_given`)."""
+def draw_summary(reports: list[dict[str, Any]], drawn: list[Thresholds],
+                 seed: int) -> list[dict[str, Any]]:
+    """Per draw: its seed, the thresholds it alone would have chosen, and from its `metrics`
+    report under the shipped thresholds (verdicts as given: `as_given`) what those give."""
     out = []
-    for d, (proba, own) in enumerate(zip(probas, drawn, strict=True)):
-        m = metrics(table, decide_all(as_given(proba, table), thresholds, table))
+    for d, (m, own) in enumerate(zip(reports, drawn, strict=True)):
         live = m.get("live") or {}
         ttd = live.get("time_to_detect") or {}
         out.append({
@@ -844,9 +843,9 @@ def main(argv: list[str] | None = None) -> int:
     # without the evidence, held thresholds are eager ones: one set
     eager = (median_thresholds([choose_all_thresholds(p, table, held=False) for p in probas])
              if table.has_evidence else None)
-    proba = probas[0]
-    draws = draw_summary(table, probas, drawn, thresholds, a.seed)
-    report = metrics(table, decide_all(as_given(proba, table), thresholds, table))
+    reports = [metrics(table, decide_all(as_given(p, table), thresholds, table)) for p in probas]
+    draws = draw_summary(reports, drawn, a.seed)
+    proba, report = probas[0], reports[0]  # the card's tables and curves: the first draw's
     report["evaluation"] = (f"{a.folds}-fold StratifiedKFold over capture sessions, averaged over "
                             f"{MEMBERS} splits seeded from {a.seed}; thresholds: "
                             + draws_note(len(probas), a.seed) + (HELD_NOTE if table.has_evidence else ""))
