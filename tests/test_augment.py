@@ -200,7 +200,7 @@ def test_drawn_values_are_whole_where_captured_ones_are() -> None:
     X = np.repeat(vectorize([record(CLEAR)]), 200, axis=0)  # type: ignore[list-item]
     Y = wrapped(resized(X, rng, offset=(-30.0, 60.0), ratio=3.0), rng)
     whole = [f for f in FEATURES if f.startswith("pkt") or "_pay0" in f
-             or f.endswith(("_min_ps", "_max_ps", "max_piat_ms"))]
+             or f.endswith(("_min_ps", "_max_ps", "max_piat_ms")) or f == "bytes"]
     values = Y[:, [FEATURES.index(f) for f in whole]]
     values = values[~np.isnan(values)]
     assert len(values) > 200 * 40

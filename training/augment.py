@@ -35,7 +35,7 @@ Copies of cleartext stratum carried in TLS teach it that a handshake says nothin
 copies of every class are carried alike (but not TLS or SSH connections, train.NOT_WRAPPED).
 
 Drawn values are whole where nfstream's are: sizes in bytes (per position, per direction's
-payloads, extremes) and the handshake's gaps in milliseconds (`_clocked`: a millisecond clock
+payloads, extremes, byte counts) and the handshake's gaps in milliseconds (`_clocked`: a millisecond clock
 reads a 0.4 ms gap as 0 or 1). Up to model 2026.11.25.6 they held fractions, and a booster could tell a
 drawn handshake from a captured one by them (LightGBM bins a feature with few distinct values,
 such as the gaps between a handshake's packets, at every value): left out of training, TLS mining
@@ -148,7 +148,8 @@ def resized(X: np.ndarray, rng: np.random.Generator, scale: tuple[float, float] 
             new_bytes[d] = A * own + B * payload_share * out[:, _I[f"{d}_packets"]]
             # bytes taken away (b < 0) leave a message at least a byte (module docstring)
             cut = B < 0
-            new_bytes[d] = _floored(new_bytes[d], cut, payload_share * out[:, _I[f"{d}_packets"]])
+            new_bytes[d] = np.rint(_floored(new_bytes[d], cut,  # whole bytes, as captured
+                                            payload_share * out[:, _I[f"{d}_packets"]]))
             for stat in ("min", "max"):  # 0 is a packet without payload, which stays so
                 c = _I[f"{d}_{stat}_ps"]
                 out[:, c] = np.where(out[:, c] > 0, np.rint(_floored(A * out[:, c] + B, cut, 1.0)),
