@@ -15,7 +15,7 @@ from flowguard.features import APP_FAMILIES, FEATURES, opens_connection
 from flowguard.model import CLASSES, FlowClassifier
 from flowguard.pcapfile import inspect_capture
 from tests.conftest import PCAPS
-from training import train
+from training import augment, train
 from training.dataset import Table, build, cut_capture, label_run
 from training.ensemble import average, one_vs_rest
 
@@ -147,6 +147,10 @@ def test_train_writes_a_model_that_loads(runs: list[Path], tmp_path: Path) -> No
     assert aug["wrapped"] == 2 and aug["not_wrapped"] == list(train.NOT_WRAPPED)
     card = (tmp_path / "models" / "test-1" / "MODEL.md").read_text()
     assert "TLS wrapping" in card and "ClientHello 200-650 bytes" in card
+    # drawn values whole where nfstream's are, and the client's acknowledgements: on the card too
+    assert aug["whole_values"] and aug["handshake"]["ack_each_segment"] == augment.ACK_EACH_SEGMENT
+    assert "whole bytes, as nfstream reports them" in card
+    assert f"in {augment.ACK_EACH_SEGMENT:.0%} of them the client acknowledges each" in card
     assert meta.params["tunnel_thresholds"] == "held"
     # and a second set for --eager-tunnels, chosen where every tunnel score counts: on the card
     assert meta.eager_thresholds is not None and set(meta.eager_thresholds) == {"offline", "live",

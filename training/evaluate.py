@@ -221,7 +221,9 @@ def _augmentation(aug: dict[str, Any]) -> list[str]:
     return [f"- Message-size augmentation (`training/augment.py`, `train.AUGMENTED_VIEWS`): "
             f"{aug['copies']} copies of {who} are learnt from too, with each direction's payload "
             f"sizes redrawn (a * size + b, a in {_range(aug['scale'])}, b in "
-            f"{_offsets(aug['offset'])}{_ratios(aug.get('ratio') or {})}), so that a stratum "
+            f"{_offsets(aug['offset'])}{_ratios(aug.get('ratio') or {})}"
+            + ("; whole bytes, as nfstream reports them" if aug.get("whole_values") else "")
+            + "), so that a stratum "
             "dialect or a TLS wrapping with other message sizes than the lab's still looks like "
             "mining."] + _wrapping(aug)
 
@@ -256,8 +258,17 @@ def _wrapping(aug: dict[str, Any]) -> list[str]:
             "bytes, "
             f"server flight {_range(hs['server_flight'])}, client Finished "
             f"{_range(hs['client_finished'])}, a TLS 1.2 server's last flight "
-            f"{_range(hs['server_finished'])} or none) before the first message, so that a "
-            "handshake does not say benign to a booster that saw TLS only in benign traffic."]
+            f"{_range(hs['server_finished'])} or none{_acks(hs)}) before the first message, so "
+            "that a handshake does not say benign to a booster that saw TLS only in benign "
+            "traffic" + ("; its gaps in whole milliseconds, as nfstream's clock reads them"
+                         if aug.get("whole_values") else "") + "."]
+
+
+def _acks(hs: dict[str, Any]) -> str:
+    """The card's words on the client's acknowledgements of the server's flight."""
+    share = hs.get("ack_each_segment")
+    return (f"; in {share:.0%} of them the client acknowledges each of the server's segments"
+            if share else "")
 
 
 def model_card(meta: dict[str, Any], report: dict[str, Any], loso: dict[str, Any]) -> str:
