@@ -1,7 +1,7 @@
 """Score a model on lab runs it was not trained on, by each session's variant (TLS stack, miner,
 SSH client) or scenario.
 
-    python -m training.heldout --model models/2026.11.25.6 training/data/held/h1 training/data/held/h2
+    python -m training.heldout --model models/2026.12.07.1 training/data/held/h1 training/data/held/h2
 
 Runs made with `training.lab.run --tls12-share`, `--go-tls-share`, `--xmrig-share` or
 `--asyncssh-share` (or the `automation` plan) record each session's variant in labels.json

@@ -339,5 +339,11 @@ run q3 messaging 2 0.5 0 1500 - 255 --chat-query-share 0.8 & wait
 # 2026.11.25.5: the same command and table, thresholds the median of three out-of-fold draws
 # (train.THRESHOLD_DRAWS); its boosters are 2026.11.25.4's byte for byte. 2026.11.25.6: the same,
 # offline thresholds also within the session budget on whole captures (train.OFFLINE_SESSION_VIEW).
+# 2026.12.07.1: the 49 runs above made again (2026-12-07, the same seeds; about 3 hours, the
+# table about 6 minutes) and the copies drawn in whole values as nfstream reports them
+# (training/augment.py): training/train.py --table training/data/table-2026-12-07.npz
+# --version 2026.12.07.1 (about 25 minutes; its evaluation about 30 more). held/h1-h3 and t1-t4
+# made again too (about 25 minutes), scored with training.pipeline and training.heldout against
+# 2026.11.25.6 (the card's known limits).
 # run held/c3 automation 40 5 0 1500 - 251 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 &
 # run held/c4 automation 15 3 0.2 1500 - 252 --asyncssh-share 0.5 --ssh-mux-share 0.5 --slow-task-share 0.5 & wait

@@ -4,7 +4,7 @@ live windows), each with reverse-tunnel verdicts held until their connection beh
 (the default) and eager (`--eager-tunnels`, with the thresholds the model chose for it where it
 has them).
 
-    python -m training.pipeline --model models/2026.11.25.6 training/data/held/a1 training/data/held/b1
+    python -m training.pipeline --model models/2026.12.07.1 training/data/held/a1 training/data/held/b1
 
 For each kind of session (its scenario; SSH automation also by client, commands a connection and
 slow tasks)
