@@ -22,6 +22,7 @@ import json
 import random
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # cryptography 51 warns on stderr, at asyncssh's import, that DSA is deprecated: the line would
+    # come before "pyssh forwarding", the first line its callers read there
+    warnings.filterwarnings("ignore", message="DSA is deprecated")
     import asyncssh
 
     a = _parser().parse_args(argv)
