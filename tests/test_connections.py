@@ -260,9 +260,8 @@ def test_offline_a_tunnel_verdict_needs_its_connection_to_behave_as_one(tmp_path
     shipped = FlowClassifier.load(default_model_dir())
     (opening,), _ = triaged(tmp_path / "opening.pcap", shipped, eager_tunnels=True)
     assert opening.scores["reverse_tunnel"] > 0.5  # the opening looks like a tunnel, if not enough
-    lower = FlowClassifier.load(default_model_dir())
-    lower.metadata = replace(lower.metadata, thresholds={
-        **lower.metadata.thresholds, "reverse_tunnel": opening.scores["reverse_tunnel"] - 0.01})
+    lower = FlowClassifier(shipped.booster, replace(shipped.metadata, thresholds={
+        **shipped.metadata.thresholds, "reverse_tunnel": opening.scores["reverse_tunnel"] - 0.01}))
     eager, _ = triaged(tmp_path / "opening.pcap", lower, eager_tunnels=True)
     held, counts = triaged(tmp_path / "opening.pcap", lower)
     assert [v.verdict for v in eager] == ["reverse_tunnel"]
