@@ -523,3 +523,65 @@ def test_boosters_learn_from_resized_copies_of_the_rows_chosen(
             np.testing.assert_array_equal(part[carried & ~opens, packets],
                                           original[carried & ~opens, packets])
             assert not np.allclose(np.nan_to_num(part[:, size]), np.nan_to_num(original[:, size]))
+
+
+def test_compare_reads_variants_and_refuses_what_it_cannot_change() -> None:
+    from training import compare
+
+    assert compare.parse_variant("leaves7:num_leaves=7,rounds=160,extra_trees=true,metric=auc") == (
+        "leaves7", {"num_leaves": 7, "rounds": 160, "extra_trees": True, "metric": "auc"})
+    for text, words in (("leaves7", "NAME:KEY=VALUE"), ("x:num_leaves", "NAME:KEY=VALUE"),
+                        ("x:objective=binary", "objective cannot be changed"),
+                        ("x:rounds=0", "rounds must be a whole number"),
+                        ("x:rounds=1.5", "rounds must be a whole number")):
+        with pytest.raises(ValueError, match=words):
+            compare.parse_variant(text)
+
+
+def test_compare_cli_names_the_option_at_fault(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from training import compare
+
+    table = tmp_path / "t.npz"
+    table.write_bytes(b"")
+    assert compare.main(["--table", str(table), "--families", "tls-mining,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--families: unknown nope" in err and "tunnel-dropbear" in err  # the allowed ones
+    assert compare.main(["--table", str(tmp_path / "none.npz")]) == 2
+    assert "--table: no such file" in capsys.readouterr().err
+    assert compare.main(["--table", str(table), "--no-current"]) == 2
+    assert "--variant: none given" in capsys.readouterr().err
+
+
+def test_compare_trains_each_variant_with_its_parameters(runs: list[Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A variant's boosters have its rounds and leaves; training's parameters are as they were
+    afterwards; the current parameters and the variant come out side by side, with the families
+    left out."""
+    from training import compare
+
+    before = (dict(train.PARAMS), train.ROUNDS)
+    with compare.parameters({"num_leaves": 3, "rounds": 4}):
+        X = np.random.default_rng(0).normal(size=(200, len(FEATURES)))
+        X[:, FEATURES.index("app_family")] = 0  # a category
+        y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 1).astype(int)
+        booster = train.fit(X, y, np.ones(len(y)), seed=1)
+        assert booster.num_trees() == 4 * len(CLASSES)
+        assert max(booster.dump_model()["tree_info"], key=lambda t: t["num_leaves"])["num_leaves"] <= 3
+    assert (train.PARAMS, train.ROUNDS) == before  # restored
+    table = build(runs, None, CaptureOptions())
+    table.save(tmp_path / "t.npz")
+    out = tmp_path / "figures.json"
+    assert compare.main(["--table", str(tmp_path / "t.npz"), "--folds", "2",
+                         "--variant", "small:num_leaves=3,rounds=10", "--families", "tls-mining",
+                         "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| | current | small |")
+    assert "| left out: tls-mining | " in printed and "| mining within 10 / 20 packets | " in printed
+    figures = json.loads(out.read_text())
+    assert list(figures) == ["current", "small"]
+    assert figures["small"]["changes"] == {"num_leaves": 3, "rounds": 10}
+    for result in figures.values():
+        assert set(result["thresholds"]) == {"offline", "live", "opening"}
+        assert result["left_out"]["tls-mining"]["full"] is not None  # the sample's TLS miner
+    assert (train.PARAMS, train.ROUNDS) == before

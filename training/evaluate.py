@@ -52,13 +52,16 @@ HELD_OUT: dict[str, tuple[str, Selector]] = {
 
 
 def leave_one_out(table: Table, thresholds: train.Thresholds, seed: int,
-                  hold: bool = False) -> dict[str, Any]:
-    """Retrain without each family and report session recall on it (full captures and early cuts);
-    `hold`: tunnel verdicts held as triage and live capture give them (train.as_given)."""
+                  hold: bool = False, families: list[str] | None = None) -> dict[str, Any]:
+    """Retrain without each family (of HELD_OUT; `families`: those alone) and report session recall
+    on it (full captures and early cuts); `hold`: tunnel verdicts held as triage and live capture
+    give them (train.as_given)."""
     scen = table.scenarios
     ports = table.ports.tolist()
     out: dict[str, Any] = {}
     for name, (label, select) in HELD_OUT.items():
+        if families is not None and name not in families:
+            continue
         held = np.array([select(s, p) for s, p in zip(scen, ports, strict=True)])
         if not held.any():
             out[name] = {"sessions": 0, "note": "no such sessions in the data"}
