@@ -81,7 +81,21 @@ ROUNDS = 80
 """80 rounds of 15-leaf trees: as accurate here as 300 of 31 leaves (grouped CV), 5x faster to
 predict (about 7 us a flow with LightGBM then) and 12x faster to explain (pred_contrib, then
 about 0.4 ms a flagged flow; 0.13 ms on one class's trees, FlowClassifier.explain). Those are
-one booster's figures: a shipped booster averages MEMBERS of them, three times the trees and time."""
+one booster's figures: a shipped booster averages MEMBERS of them, three times the trees and time.
+
+Other parameters, compared on 2026.12.07.1's table (`python -m training.compare`: one out-of-fold
+draw seeded 7, each variant's thresholds its own, seven families left out). These PARAMS: offline
+mining threshold 0.87, mining within 20 packets 0.976, live within 5 s 0.965, lab benign sessions
+flagged live 14; left out, whole, TLS mining 0.94, Ethereum 0.94, Bitcoin 0.96, XMRig 0.95,
+Dropbear 0.81, the cleartext reverse shell 0.70, and live windows of the WebSocket tunnel 0.94.
+- `extra_trees`: 0.95, 0.744, 0.879 (not left out further).
+- `feature_fraction` 0.5, `min_data_in_leaf` 30: 0.91, 0.956, 0.974, 9; 0.92, 0.94, 0.93, 0.90,
+  0.89, 0.70, 0.87.
+- `feature_fraction_bynode` 0.6: 0.89, 0.968, 0.964, 7; 0.93, 0.94, 0.95, 0.92, 0.85, 0.73, 0.95.
+- `num_leaves` 7, 160 rounds: 0.83, 0.979, 0.964, 5; 0.94, 0.96, 0.95, 0.98, 0.83, 0.33, 0.52.
+None finds families it never saw better on both sides: smaller trees found left-out miners
+as often or more and flagged fewer benign sessions live, but lost the left-out cleartext shell and
+WebSocket tunnel."""
 MIN_THRESHOLD = 0.5
 MEMBERS = 3
 """Each shipped booster is the average of this many, trained with seeds seed, seed+1, ...
