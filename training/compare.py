@@ -72,45 +72,24 @@ def parameters(changes: dict[str, Any]) -> Iterator[None]:
         train.ROUNDS = rounds
 
 
-def _within(report: dict[str, Any], cls: str, seconds: str,
-            since_first_use: bool = False) -> float | None:
-    """Share of `cls`'s sessions flagged live within `seconds` (of their first use)."""
-    ttd = (report.get("live") or {}).get("time_to_detect", {}).get(cls, {})
-    if since_first_use:
-        ttd = ttd.get("since_first_use") or {}
-    value = ttd.get("within_s", {}).get(seconds)
-    return None if value is None else float(value)
-
-
 def compare(table: Table, changes: dict[str, Any], folds: int = 5, seed: int = 7,
             families: list[str] | None = None) -> dict[str, Any]:
-    """One out-of-fold draw of `changes` on `table`: its thresholds, its figures under them and
-    the session recall of `families` left out (whole captures, first 20 packets, live windows)."""
+    """One out-of-fold draw of `changes` on `table`: its thresholds and its figures under them, as
+    training's `draws` give them (train.draw_summary), and the session recall of `families` left
+    out (whole captures, first 20 packets, live windows)."""
     started = time.monotonic()
     with parameters(changes):
         proba = train.out_of_fold(table, folds, seed)
         thresholds = train.choose_all_thresholds(proba, table)
-        held = table.has_evidence
-        report = train.metrics(table, train.decide_all(
-            train.as_given(proba, table) if held else proba, thresholds, table))
-        left_out = evaluate.leave_one_out(table, thresholds, seed, held, families) if families else {}
-    sessions = report["per_class_sessions"]
-    live = report.get("live") or {}
+        report = train.metrics(table, train.decide_all(train.as_given(proba, table), thresholds,
+                                                       table))
+        left_out = (evaluate.leave_one_out(table, thresholds, seed, table.has_evidence, families)
+                    if families else {})
     packets = report["early"]["stratum_mining"]["by_packets_read"]
     return {
         "changes": changes,
-        "thresholds": thresholds,
-        "corpus_false_positives": report["corpus_false_positives"],
-        "benign_sessions_flagged": sessions["benign"]["flagged"],
-        "live_benign_sessions_flagged": (live.get("per_class_sessions") or {})
-        .get("benign", {}).get("flagged"),
-        "mining_sessions": sessions["stratum_mining"]["recall"],
-        "tunnel_sessions": sessions["reverse_tunnel"]["recall"],
+        **train.draw_summary([report], [thresholds], seed)[0],
         "mining_within_10_packets": packets.get("10", {}).get("recall"),
-        "mining_within_20_packets": packets.get("20", {}).get("recall"),
-        "live_mining_within_5_s": _within(report, "stratum_mining", "5"),
-        "live_tunnels_within_30_s_of_first_use": _within(report, "reverse_tunnel", "30",
-                                                         since_first_use=True),
         "left_out": {name: {view: r.get(view, {}).get("recall")
                             for view in ("full", "first_20_packets", "live_windows")}
                      for name, r in left_out.items()},
@@ -126,13 +105,13 @@ FIGURES = (
         r["thresholds"]["opening"]["stratum_mining"])),
     ("corpus flows flagged", lambda r: r["corpus_false_positives"]),
     ("benign sessions flagged whole / live", lambda r: "{} / {}".format(
-        r["benign_sessions_flagged"], r["live_benign_sessions_flagged"])),
+        r["benign_sessions_flagged"], r.get("live_benign_sessions_flagged"))),
     ("mining / tunnel sessions whole", lambda r: "{} / {}".format(
         r["mining_sessions"], r["tunnel_sessions"])),
     ("mining within 10 / 20 packets", lambda r: "{} / {}".format(
         r["mining_within_10_packets"], r["mining_within_20_packets"])),
-    ("mining live within 5 s", lambda r: r["live_mining_within_5_s"]),
-    ("tunnels live within 30 s of first use", lambda r: r["live_tunnels_within_30_s_of_first_use"]),
+    ("mining live within 5 s", lambda r: r.get("live_mining_within_5_s")),
+    ("tunnels live within 30 s of first use", lambda r: r.get("live_tunnels_within_30_s_of_first_use")),
 )
 
 
